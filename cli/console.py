@@ -1,0 +1,6 @@
+"""Shared rich consoles: progress and messages go to stderr, results to stdout."""
+
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)

@@ -1,0 +1,34 @@
+"""The typer app behind the `vqcodec` console script."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cli.console import err_console
+from cli.train_cmd import train
+from vqcodec.errors import VqcodecError
+
+app = typer.Typer(
+    name="vqcodec",
+    help="A learned image codec: compress photos to .vqz, decompress them, train models, benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(train)
+
+
+@app.callback()
+def _root() -> None:
+    """vqcodec: compress photos to .vqz with a learned VQ-VAE, decompress, train and benchmark."""
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning vqcodec's errors into one line and exit code 1."""
+    try:
+        app()
+    except VqcodecError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)

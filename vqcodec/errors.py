@@ -1,0 +1,21 @@
+"""The exception family. The CLI maps every `VqcodecError` to a one-line message and a non-zero exit."""
+
+
+class VqcodecError(Exception):
+    """Base of every error vqcodec raises on purpose."""
+
+
+class VqzError(VqcodecError, ValueError):
+    """A `.vqz` file is malformed, damaged, unsupported, or needs a model we do not have."""
+
+
+class ModelError(VqcodecError):
+    """A model file is missing, unreadable, altered, or does not fit its config."""
+
+
+class ImageError(VqcodecError, ValueError):
+    """An input image cannot be read or is outside the limits we accept."""
+
+
+class DataError(VqcodecError):
+    """A training or evaluation folder holds no usable images."""

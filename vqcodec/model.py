@@ -1,0 +1,175 @@
+"""The VQ-VAE: a convolutional encoder, a residual vector quantizer and a mirrored decoder.
+
+The encoder is the seed's stack of strided convolutions with BatchNorm and ReLU,
+followed by residual blocks; the decoder mirrors it with transposed convolutions.
+`ModelConfig` describes a model completely: it is what a model file stores beside
+the weights, and all a reader needs to rebuild the network.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vqcodec.quantizer import QuantizerOutput, ResidualVQ
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that shapes a model; stored as JSON in the model file's metadata."""
+
+    name: str = "vqcodec"
+    channels: tuple[int, ...] = (64, 96, 128)
+    res_blocks: int = 2
+    latent_dim: int = 64
+    codebook_size: int = 512
+    num_stages: int = 8
+    beta: float = 0.25
+    ema_decay: float = 0.99
+    description: str = ""
+
+    @property
+    def stride(self) -> int:
+        """Downsampling factor between image pixels and grid cells."""
+        return 2 ** len(self.channels)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelConfig":
+        raw = json.loads(text)
+        raw["channels"] = tuple(raw["channels"])
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**raw)
+
+
+class ResBlock(nn.Module):
+    """conv3x3-BN-ReLU-conv3x3-BN plus the input, then ReLU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.body(x))
+
+
+class Encoder(nn.Module):
+    """Strided 4x4 convolutions (each halving the size) with BatchNorm and ReLU, then residual blocks."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for out_ch in config.channels:
+            layers += [
+                nn.Conv2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ]
+            in_ch = out_ch
+        layers += [ResBlock(in_ch) for _ in range(config.res_blocks)]
+        layers.append(nn.Conv2d(in_ch, config.latent_dim, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """The encoder mirrored: residual blocks, then 4x4 transposed convolutions doubling the size."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        chans = list(reversed(config.channels))
+        layers: list[nn.Module] = [
+            nn.Conv2d(config.latent_dim, chans[0], 1, bias=False),
+            nn.BatchNorm2d(chans[0]),
+            nn.ReLU(inplace=True),
+        ]
+        layers += [ResBlock(chans[0]) for _ in range(config.res_blocks)]
+        for in_ch, out_ch in zip(chans, chans[1:]):
+            layers += [
+                nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(inplace=True),
+            ]
+        layers.append(nn.ConvTranspose2d(chans[-1], 3, 4, stride=2, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def _to_rows(z: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) latents to (B*H*W, D) rows for the quantizer."""
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+
+
+def _from_rows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    b, d, h, w = shape
+    return rows.reshape(b, h, w, d).permute(0, 3, 1, 2)
+
+
+class VQVAE(nn.Module):
+    """Encoder, residual VQ and decoder. Images are float tensors in [0, 1], shape (B, 3, H, W).
+
+    H and W must be multiples of `config.stride`; `vqcodec.codec` pads and crops around that.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quantizer = ResidualVQ(
+            config.num_stages, config.codebook_size, config.latent_dim,
+            beta=config.beta, decay=config.ema_decay,
+        )
+        self.decoder = Decoder(config)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous encoder output (B, D, H/stride, W/stride)."""
+        return self.encoder(x - 0.5)
+
+    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output in image units (not clamped, so training sees the true error)."""
+        return self.decoder(z) + 0.5
+
+    def forward(self, x: torch.Tensor, num_stages: int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Reconstruction through the first `num_stages` quantizer stages, and the quantizer's output.
+
+        `num_stages=0` skips quantization (the autoencoder pretraining of the recipe).
+        """
+        z = self.embed(x)
+        if num_stages == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=x.device)
+            return self.reconstruct(z), QuantizerOutput(z, empty, z.new_zeros(()))
+        out = self.quantizer(_to_rows(z), num_stages)
+        zq = _from_rows(out.quantized, z.shape)
+        return self.reconstruct(zq), QuantizerOutput(zq, out.indices, out.commitment_loss)
+
+    def encode(self, x: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
+        """Index grids (B, S, H/stride, W/stride) as int64."""
+        z = self.embed(x)
+        b, _, h, w = z.shape
+        idx = self.quantizer.encode(_to_rows(z), num_stages)
+        return idx.reshape(idx.shape[0], b, h, w).transpose(0, 1)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w); S may be any prefix of stages."""
+        zq = self.quantizer.decode(indices.transpose(0, 1)).permute(0, 3, 1, 2)
+        return self.reconstruct(zq).clamp(0.0, 1.0)

@@ -1,0 +1,193 @@
+"""Vector quantizers: one EMA codebook, and a residual stack of them.
+
+`VectorQuantizer` is the seed's quantizer: a codebook of K vectors of dimension D,
+L2 nearest neighbour, straight-through gradients, a commitment loss, and codebook
+vectors that follow exponential moving averages of the encoder outputs assigned
+to them (with Laplace smoothing, so empty clusters never divide by zero).
+
+`ResidualVQ` chains several of them, each coding what the previous ones left.
+Any prefix of stages is a valid, coarser code: that is what gives one model
+several qualities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all ranks when running distributed, so every rank keeps the same codebook."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
+    """Copy rank 0's tensor to every rank (a no-op when not distributed)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.broadcast(tensor, src=0)
+    return tensor
+
+
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the L2-nearest codebook row for every row of `x` (ties go to the lowest index)."""
+    distances = (
+        x.pow(2).sum(1, keepdim=True)
+        - 2.0 * x @ codebook.t()
+        + codebook.pow(2).sum(1)[None, :]
+    )
+    return distances.argmin(dim=1)
+
+
+@dataclass
+class QuantizerOutput:
+    """What a quantizer returns: the straight-through quantized latents, indices and losses."""
+
+    quantized: torch.Tensor
+    indices: torch.Tensor
+    commitment_loss: torch.Tensor
+
+
+class VectorQuantizer(nn.Module):
+    """One codebook of `codebook_size` vectors of dimension `dim`, updated by EMA.
+
+    Inputs are (N, D) rows; `forward` returns the quantized rows with a
+    straight-through gradient, the chosen indices and `beta * ||x - sg(q)||^2`.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        beta: float = 0.25,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_threshold: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.dim = dim
+        self.beta = beta
+        self.decay = decay
+        self.eps = eps
+        self.dead_threshold = dead_threshold
+        codebook = torch.randn(codebook_size, dim) * 0.1
+        self.register_buffer("codebook", codebook)
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("embed_sum", codebook.clone())
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codebook vectors for integer indices of any shape (adds a trailing D axis)."""
+        return F.embedding(indices, self.codebook)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest-code indices for (N, D) rows."""
+        return nearest_code(x, self.codebook)
+
+    def set_codebook(self, codebook: torch.Tensor) -> None:
+        """Replace the codebook (k-means initialisation) and restart the EMA state from it."""
+        self.codebook.copy_(codebook)
+        _broadcast(self.codebook)
+        self.cluster_size.fill_(1.0)
+        self.embed_sum.copy_(self.codebook)
+
+    @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor, indices: torch.Tensor) -> None:
+        onehot = F.one_hot(indices, self.codebook_size).type_as(x)
+        counts = _all_reduce(onehot.sum(0))
+        sums = _all_reduce(onehot.t() @ x)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+
+    @torch.no_grad()
+    def restart_dead_codes(self, x: torch.Tensor) -> int:
+        """Re-seed codes whose EMA usage fell below `dead_threshold` from random rows of `x`.
+
+        Rank 0 chooses the replacements and broadcasts them, so all ranks agree.
+        Returns how many codes were restarted.
+        """
+        dead = self.cluster_size < self.dead_threshold
+        n_dead = int(dead.sum())
+        if n_dead == 0 or x.shape[0] == 0:
+            return 0
+        picks = torch.randint(0, x.shape[0], (n_dead,), device=x.device)
+        fresh = x[picks] + 1e-3 * torch.randn_like(x[picks])
+        codebook = self.codebook.clone()
+        codebook[dead] = fresh
+        _broadcast(codebook)
+        self.codebook.copy_(codebook)
+        self.embed_sum[dead] = codebook[dead]
+        self.cluster_size[dead] = 1.0
+        return n_dead
+
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        indices = self.encode(x.detach())
+        quantized = self.lookup(indices)
+        if self.training:
+            self._ema_update(x.detach(), indices)
+        commitment = self.beta * F.mse_loss(x, quantized.detach())
+        straight_through = x + (quantized - x).detach()
+        return QuantizerOutput(straight_through, indices, commitment)
+
+
+class ResidualVQ(nn.Module):
+    """`num_stages` VectorQuantizers, each quantizing the residual left by the ones before it."""
+
+    def __init__(self, num_stages: int, codebook_size: int, dim: int, **kwargs: float) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(
+            VectorQuantizer(codebook_size, dim, **kwargs) for _ in range(num_stages)
+        )
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def forward(self, x: torch.Tensor, num_stages: int | None = None) -> QuantizerOutput:
+        """Quantize (N, D) rows with the first `num_stages` stages (all when None).
+
+        Returns the summed quantization with one straight-through gradient,
+        indices of shape (S, N) and the mean commitment loss over stages.
+        """
+        n = self.num_stages if num_stages is None else num_stages
+        residual = x
+        total = torch.zeros_like(x)
+        indices = []
+        commitment = x.new_zeros(())
+        for stage in self.stages[:n]:
+            # Each stage's commitment term pulls the encoder output towards the codes through
+            # `residual`, which depends on x; the codes themselves only move by EMA.
+            out = stage(residual)
+            commitment = commitment + out.commitment_loss
+            q = stage.lookup(out.indices)
+            total = total + q
+            residual = residual - q
+            indices.append(out.indices)
+        straight_through = x + (total - x).detach()
+        return QuantizerOutput(straight_through, torch.stack(indices), commitment / n)
+
+    def encode(self, x: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
+        """Indices (S, N) for (N, D) rows, greedy stage by stage."""
+        n = self.num_stages if num_stages is None else num_stages
+        residual = x
+        indices = []
+        for stage in self.stages[:n]:
+            idx = stage.encode(residual)
+            residual = residual - stage.lookup(idx)
+            indices.append(idx)
+        return torch.stack(indices)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Sum of the codebook vectors of indices (S, ...) over the S given stages."""
+        out = self.stages[0].lookup(indices[0])
+        for stage, idx in zip(self.stages[1:], indices[1:]):
+            out = out + stage.lookup(idx)
+        return out

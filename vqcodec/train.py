@@ -1,0 +1,391 @@
+"""The training recipe: pretrain, k-means codebook initialisation, joint training, prior fitting.
+
+1. Pretrain encoder and decoder as a plain autoencoder (no quantization).
+2. Initialise every residual stage's codebook by MiniBatchKMeans on encoder outputs
+   (stage s on the residuals left by stages < s) gathered from many batches.
+3. Train jointly: MSE + commitment loss, EMA codebooks, restart of dead codes, and
+   quantizer dropout (a random number of stages per step) so that every prefix of
+   stages decodes well: that prefix length is the codec's quality.
+4. Fit the entropy prior on the index statistics of the training images, export.
+
+Runs alike on one process or under `torchrun` (DistributedDataParallel; gloo on CPU,
+nccl on GPU). Checkpoints are plain tensors saved atomically and read back with
+`torch.load(weights_only=True)`; `resume` continues exactly where one left off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from sklearn.cluster import MiniBatchKMeans
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
+from vqcodec.entropy import FrequencyPrior
+from vqcodec.errors import DataError
+from vqcodec.model import VQVAE, ModelConfig, _to_rows
+from vqcodec.zoo import save_model
+
+
+@dataclass
+class TrainConfig:
+    """Options of one training run (the CLI's `vqcodec train` flags)."""
+
+    data: Path
+    out: Path
+    val: Path | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = 2000
+    pretrain_steps: int = 200
+    batch_size: int = 16
+    crop: int = 256
+    lr: float = 5e-4
+    kmeans_batches: int = 16
+    restart_every: int = 25
+    val_every: int = 250
+    val_images: int = 16
+    checkpoint_every: int = 100
+    checkpoint: Path | None = None
+    log: Path | None = None
+    resume: Path | None = None
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.checkpoint is None:
+            self.checkpoint = self.out.with_suffix(".ckpt")
+        if self.log is None:
+            self.log = self.out.with_suffix(".jsonl")
+        if self.pretrain_steps >= self.steps:
+            raise ValueError("--pretrain-steps must be smaller than --steps")
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU; `cuda` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DataError("--device cuda asked for, but torch sees no CUDA device")
+    if name not in ("cpu", "cuda"):
+        raise DataError(f"unknown device '{name}' (auto, cpu or cuda)")
+    return torch.device(name)
+
+
+@dataclass
+class Dist:
+    """This process's place in a (possibly single-process) run."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Short linear warm-up, then cosine decay to 2% of the base rate."""
+    warmup = min(100, cfg.steps // 10)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def stages_at(step: int, cfg: TrainConfig) -> int:
+    """Quantizer dropout: the number of stages used at `step`, 0 while pretraining.
+
+    Drawn from a generator seeded by (seed, step), so all ranks agree without talking.
+    """
+    if step < cfg.pretrain_steps:
+        return 0
+    g = np.random.default_rng([cfg.seed, step, 2])
+    return int(g.integers(1, cfg.model.num_stages + 1))
+
+
+def psnr(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def perplexity(indices: torch.Tensor, k: int) -> float:
+    """exp(entropy) of the index histogram: how many codes are effectively in use."""
+    p = torch.bincount(indices.flatten(), minlength=k).float()
+    p = p / p.sum()
+    return float(torch.exp(-(p * torch.log(p + 1e-12)).sum()))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, net: VQVAE, opt: torch.optim.Optimizer, step: int, kmeans_done: bool) -> None:
+    """Weights (EMA state included), optimizer, RNG and step, written atomically."""
+    state = {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "kmeans_done": kmeans_done,
+        "torch_rng": torch.get_rng_state(),
+        "config": net.config.to_json(),
+    }
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint without unrestricted unpickling."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable checkpoint ({exc})") from None
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only the log lines of steps before `step`, so a resumed run appends without gap or overlap."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", -1) < step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+# ---------------------------------------------------------------- recipe steps
+
+
+@torch.no_grad()
+def kmeans_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, seed: int, device: torch.device) -> None:
+    """Initialise each residual stage by MiniBatchKMeans on residuals from `n_batches` batches (rank 0, broadcast)."""
+    rows = []
+    for _, x in zip(range(n_batches), batches):
+        rows.append(_to_rows(net.embed(x.to(device))).cpu())
+    residual = torch.cat(rows).numpy().astype(np.float64)
+    k = net.config.codebook_size
+    for s, stage in enumerate(net.quantizer.stages):
+        if residual.shape[0] >= k:
+            km = MiniBatchKMeans(n_clusters=k, batch_size=4096, n_init=3, random_state=seed + s)
+            km.fit(residual)
+            centers = km.cluster_centers_
+        else:
+            centers = residual[np.random.default_rng(seed + s).integers(0, residual.shape[0], k)]
+        stage.set_codebook(torch.from_numpy(centers).float().to(device))
+        chosen = stage.codebook[stage.encode(torch.from_numpy(residual).float().to(device))]
+        residual = residual - chosen.cpu().numpy().astype(np.float64)
+
+
+@torch.no_grad()
+def restart_dead(net: VQVAE, x: torch.Tensor, n_stages: int) -> int:
+    """Re-seed dead codes of the active stages from this batch's residuals at each stage."""
+    was_training = net.training
+    net.eval()
+    rows = _to_rows(net.embed(x))
+    net.train(was_training)
+    restarted = 0
+    for stage in net.quantizer.stages[:n_stages]:
+        restarted += stage.restart_dead_codes(rows)
+        rows = rows - stage.lookup(stage.encode(rows))
+    return restarted
+
+
+def center_crop_to_stride(pixels: np.ndarray, stride: int) -> torch.Tensor:
+    """(1, 3, H', W') float tensor, H' and W' cut down to multiples of `stride`."""
+    h, w = (pixels.shape[0] // stride) * stride, (pixels.shape[1] // stride) * stride
+    top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
+    patch = pixels[top : top + h, left : left + w]
+    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float() / 255.0
+
+
+@torch.no_grad()
+def index_histogram(net: VQVAE, files: list[Path], device: torch.device) -> np.ndarray:
+    """Counts of every index at every stage over whole images: the data the prior is fitted on."""
+    cfg = net.config
+    hist = np.zeros((cfg.num_stages, cfg.codebook_size), dtype=np.int64)
+    for path in files:
+        x = center_crop_to_stride(read_rgb(path), cfg.stride).to(device)
+        if x.shape[-1] == 0 or x.shape[-2] == 0:
+            continue
+        idx = net.encode(x)[0].cpu().numpy()
+        for s in range(cfg.num_stages):
+            hist[s] += np.bincount(idx[s].ravel(), minlength=cfg.codebook_size)
+    return hist
+
+
+@torch.no_grad()
+def validate(net: VQVAE, images: list[np.ndarray], device: torch.device) -> dict[str, Any]:
+    """PSNR and real entropy-coded bpp at every quality on validation images.
+
+    The prior is the EMA usage of each code, which tracks the training statistics.
+    """
+    cfg = net.config
+    counts = np.stack([np.rint(s.cluster_size.cpu().numpy() * 100).astype(np.int64) for s in net.quantizer.stages])
+    prior = FrequencyPrior.fit(np.maximum(counts, 0))
+    mse = np.zeros(cfg.num_stages)
+    bits = np.zeros(cfg.num_stages)
+    pixels = 0
+    for img in images:
+        x = center_crop_to_stride(img, cfg.stride).to(device)
+        idx = net.encode(x)
+        pixels += x.shape[-1] * x.shape[-2]
+        for s in range(cfg.num_stages):
+            bits[s] += 8 * len(prior.encode(idx[0, s].cpu().numpy(), s))
+            y = net.decode(idx[:, : s + 1])
+            mse[s] += F.mse_loss(torch.round(y * 255) / 255, x).item() / len(images)
+    cum_bpp = np.cumsum(bits) / pixels
+    return {
+        "val_psnr": [round(psnr(m), 3) for m in mse],
+        "val_bpp": [round(float(b), 4) for b in cum_bpp],
+    }
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so `kill` checkpoints like Ctrl-C does."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> VQVAE:
+    """Run (or resume) the recipe; rank 0 writes checkpoints, the JSONL log and the model file.
+
+    `on_step` receives each step's metrics (for a progress bar). On KeyboardInterrupt or
+    SIGTERM a checkpoint is written and the interrupt re-raised. Returns the trained network.
+    """
+    device = pick_device(cfg.device)
+    rank = _init_distributed(device)
+    torch.manual_seed(cfg.seed)
+    dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
+    val_images = [read_rgb(p) for p in find_images(cfg.val)[: cfg.val_images]] if cfg.val else []
+
+    net = VQVAE(cfg.model).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    start, kmeans_done = 0, False
+    if cfg.resume is not None:
+        state = load_checkpoint(Path(cfg.resume))
+        if ModelConfig.from_json(state["config"]) != cfg.model:
+            raise DataError(f"{cfg.resume}: checkpoint was trained with another model config")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, kmeans_done = int(state["step"]), bool(state["kmeans_done"])
+        torch.set_rng_state(state["torch_rng"])
+    if rank.main:
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        if cfg.resume is not None:
+            _truncate_log(cfg.log, start)
+        else:
+            cfg.log.write_text("")
+        _write_log(cfg.log, {"step": start, "event": "start", "images": len(dataset),
+                             "unreadable": [str(p) for p in dataset.report.unreadable],
+                             "smaller_than_crop_padded": dataset.report.smaller_than_crop,
+                             "world_size": rank.world, "device": str(device),
+                             "config": asdict(cfg.model)})
+    model = DistributedDataParallel(net, broadcast_buffers=False) if rank.world > 1 else net
+
+    def loader(begin: int, stop: int, offset: int = 0) -> DataLoader:
+        sampler = StepBatchSampler(begin, stop, cfg.batch_size, rank.rank, rank.world, offset)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                          persistent_workers=False, pin_memory=device.type == "cuda")
+
+    step = start
+    net.train()
+    with _sigterm_as_interrupt():
+        try:
+            for x in loader(start, cfg.steps):
+                if step == cfg.pretrain_steps and not kmeans_done:
+                    net.eval()
+                    kmeans_init(net, iter(loader(0, cfg.kmeans_batches, offset=10**9)),
+                                cfg.kmeans_batches, cfg.seed, device)
+                    net.train()
+                    kmeans_done = True
+                metrics = _train_step(model, net, opt, x.to(device, non_blocking=True), step, cfg)
+                step += 1
+                if rank.main:
+                    if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps) and kmeans_done:
+                        net.eval()
+                        metrics.update(validate(net, val_images, device))
+                        net.train()
+                    _write_log(cfg.log, metrics)
+                    if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                        save_checkpoint(cfg.checkpoint, net, opt, step, kmeans_done)
+                if on_step is not None:
+                    on_step(metrics)
+        except KeyboardInterrupt:
+            if rank.main:
+                save_checkpoint(cfg.checkpoint, net, opt, step, kmeans_done)
+                _write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
+            raise
+
+    net.eval()
+    if rank.main:
+        hist = index_histogram(net, dataset.files, device)
+        save_model(net.cpu(), FrequencyPrior.fit(hist), cfg.out)
+        _write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
+    if rank.world > 1:
+        dist.barrier()
+    return net
+
+
+def _train_step(model: torch.nn.Module, net: VQVAE, opt: torch.optim.Optimizer, x: torch.Tensor,
+                step: int, cfg: TrainConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    n_stages = stages_at(step, cfg)
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    recon, q = model(x, n_stages)
+    mse = F.mse_loss(recon, x)
+    loss = mse + q.commitment_loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    metrics: dict[str, Any] = {
+        "step": step + 1, "loss": round(loss.item(), 6), "mse": round(mse.item(), 6),
+        "psnr": round(psnr(mse.item()), 3), "stages": n_stages, "lr": lr_at(step, cfg),
+    }
+    if n_stages:
+        k = cfg.model.codebook_size
+        metrics["perplexity"] = round(perplexity(q.indices[0], k), 2)
+        in_use = [float((s.cluster_size > s.dead_threshold).float().mean()) for s in net.quantizer.stages[:n_stages]]
+        metrics["codes_in_use"] = round(sum(in_use) / len(in_use), 4)
+        if (step + 1) % cfg.restart_every == 0:
+            metrics["restarted"] = restart_dead(net, x, n_stages)
+    metrics["seconds"] = round(time.perf_counter() - t0, 3)
+    return metrics
+
+
+def _write_log(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,151 @@
+"""Model files: safetensors weights with the config and entropy prior inside, and the shipped models.
+
+A model file holds the network's tensors, the prior's integer counts as the tensor
+`prior.counts`, and in its metadata the `ModelConfig` as JSON and a fingerprint: a
+SHA-256 over every tensor's name, dtype, shape and bytes plus the config. Loading
+recomputes the fingerprint and refuses a file whose content does not match it, and
+`.vqz` files name the fingerprint of the model that wrote them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from vqcodec.entropy import FrequencyPrior
+from vqcodec.errors import ModelError
+from vqcodec.model import VQVAE, ModelConfig
+
+DEFAULT_MODEL = "default"
+PRIOR_KEY = "prior.counts"
+FORMAT_TAG = "vqcodec-model-1"
+
+
+@dataclass
+class CodecModel:
+    """A network in eval mode, its entropy prior and its identity."""
+
+    net: VQVAE
+    prior: FrequencyPrior
+    fingerprint: bytes
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.net.config
+
+    @property
+    def name(self) -> str:
+        return self.net.config.name
+
+
+def fingerprint(tensors: dict[str, torch.Tensor], config_json: str) -> bytes:
+    """SHA-256 over the config and every tensor (sorted by name), as 32 bytes."""
+    h = hashlib.sha256(config_json.encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()
+
+
+def _state_tensors(net: VQVAE, prior: FrequencyPrior) -> dict[str, torch.Tensor]:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors[PRIOR_KEY] = torch.from_numpy(prior.counts.astype(np.int64))
+    return tensors
+
+
+def save_model(net: VQVAE, prior: FrequencyPrior, path: str | os.PathLike[str]) -> bytes:
+    """Write a model file atomically; returns its fingerprint."""
+    if prior.num_stages != net.config.num_stages or prior.counts.shape[1] != net.config.codebook_size:
+        raise ValueError("prior shape does not match the model's stages and codebook size")
+    tensors = _state_tensors(net, prior)
+    config_json = net.config.to_json()
+    digest = fingerprint(tensors, config_json)
+    meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def shipped_models() -> dict[str, Path]:
+    """Names and paths of the models that ship inside the package."""
+    folder = resources.files("vqcodec") / "models"
+    return {
+        Path(entry.name).stem: Path(str(entry))
+        for entry in folder.iterdir()
+        if entry.name.endswith(".safetensors")
+    }
+
+
+def resolve(name_or_path: str | os.PathLike[str] | None) -> Path:
+    """A shipped model's name (or None for the default) or a path, to a file path."""
+    key = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    shipped = shipped_models()
+    if key in shipped:
+        return shipped[key]
+    path = Path(key)
+    if path.is_file():
+        return path
+    names = ", ".join(sorted(shipped)) or "none"
+    raise ModelError(f"no model named or at '{key}' (shipped models: {names})")
+
+
+_CACHE: dict[tuple[str, int, int], CodecModel] = {}
+
+
+def load_model(name_or_path: str | os.PathLike[str] | None = None) -> CodecModel:
+    """Load a shipped model by name, or a model file by path, checking its fingerprint.
+
+    Results are cached per file (path, size and modification time), so repeated calls are cheap.
+    """
+    path = resolve(name_or_path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _CACHE:
+        _CACHE[key] = _load(path)
+    return _CACHE[key]
+
+
+def _load(path: Path) -> CodecModel:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable safetensors model file ({exc})") from None
+    if meta.get("format") != FORMAT_TAG or "config" not in meta or "fingerprint" not in meta:
+        raise ModelError(f"{path}: not a vqcodec model file (metadata missing)")
+    try:
+        config = ModelConfig.from_json(meta["config"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"{path}: bad model config ({exc})") from None
+    digest = fingerprint(tensors, meta["config"])
+    if digest.hex() != meta["fingerprint"]:
+        raise ModelError(f"{path}: content does not match its fingerprint (file altered or damaged)")
+    if PRIOR_KEY not in tensors:
+        raise ModelError(f"{path}: model file has no entropy prior")
+    prior = FrequencyPrior(tensors.pop(PRIOR_KEY).numpy())
+    net = VQVAE(config)
+    try:
+        net.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the config ({str(exc).splitlines()[0]})") from None
+    net.eval()
+    return CodecModel(net=net, prior=prior, fingerprint=digest)
