@@ -7,6 +7,7 @@ import sys
 import typer
 
 from cli.console import err_console
+from cli.codec_cmds import compress, decompress, info
 from cli.train_cmd import train
 from vqcodec.errors import VqcodecError
 
@@ -17,6 +18,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command()(compress)
+app.command()(decompress)
+app.command()(info)
 app.command()(train)
 
 
@@ -32,3 +36,6 @@ def main() -> None:
     except VqcodecError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted", markup=False, highlight=False)
+        sys.exit(130)

@@ -19,3 +19,7 @@ class ImageError(VqcodecError, ValueError):
 
 class DataError(VqcodecError):
     """A training or evaluation folder holds no usable images."""
+
+
+class OutputError(VqcodecError):
+    """An output would overwrite an existing file (without force) or its own input."""

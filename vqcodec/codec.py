@@ -1,0 +1,198 @@
+"""compress / decompress: images to `.vqz` bytes and back with a VQ-VAE model.
+
+The image is padded (edge replication) to a multiple of the encoder's stride,
+encoded to one index grid per residual stage, and every grid is range-coded under
+the model's prior. Quality is the number of stages kept, 1 (smallest) to the
+model's stage count (best). Decoding can stop at any prefix of the stored stages.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vqcodec import container
+from vqcodec.container import VqzFile, VqzHeader
+from vqcodec.errors import VqzError
+from vqcodec.images import MAX_INPUT_PIXELS, assemble, open_image, prepare
+from vqcodec.zoo import CodecModel, load_model, shipped_models
+
+ModelLike = CodecModel | str | os.PathLike[str] | None
+
+
+def _model(model: ModelLike) -> CodecModel:
+    return model if isinstance(model, CodecModel) else load_model(model)
+
+
+def default_quality(model: CodecModel) -> int:
+    """The quality used when none is given: the middle of the model's range."""
+    return (model.config.num_stages + 1) // 2
+
+
+def check_quality(model: CodecModel, quality: int | None) -> int:
+    """`quality` validated against the model (None gives the default)."""
+    if quality is None:
+        return default_quality(model)
+    top = model.config.num_stages
+    if not 1 <= int(quality) <= top:
+        raise ValueError(f"quality must be 1..{top} for model '{model.name}', got {quality}")
+    return int(quality)
+
+
+def grid_shape(model: CodecModel, width: int, height: int) -> tuple[int, int]:
+    """Rows and columns of the index grid for an image of this size."""
+    s = model.config.stride
+    return -(-height // s), -(-width // s)
+
+
+def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255.0)
+    h, w = rgb.shape[:2]
+    pad_h, pad_w = -h % stride, -w % stride
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+    return x
+
+
+@torch.inference_mode()
+def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int) -> np.ndarray:
+    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3)."""
+    x = _to_tensor(rgb, model.config.stride)
+    return model.net.encode(x, quality)[0].numpy()
+
+
+@torch.inference_mode()
+def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: int) -> np.ndarray:
+    """8-bit RGB pixels (height, width, 3) from index grids (stages, grid_h, grid_w)."""
+    y = model.net.decode(torch.from_numpy(np.asarray(indices, dtype=np.int64))[None])
+    y = y[0, :, :height, :width].mul(255.0).round_().to(torch.uint8)
+    return y.permute(1, 2, 0).contiguous().numpy()
+
+
+def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = None, quality: int | None = None,
+             max_pixels: int = MAX_INPUT_PIXELS) -> bytes:
+    """Compress an image (a PIL image or a path) to `.vqz` bytes.
+
+    `model` is a loaded `CodecModel`, a shipped model's name or a model file path
+    (None: the default model). `quality` runs from 1 to the model's stage count.
+    The same input, model and quality always give the same bytes.
+    """
+    m = _model(model)
+    q = check_quality(m, quality)
+    prepared = prepare(open_image(image, max_pixels))
+    height, width = prepared.rgb.shape[:2]
+    indices = encode_indices(m, prepared.rgb, q)
+    streams = tuple(m.prior.encode(indices[s], s) for s in range(q))
+    alpha = zlib.compress(prepared.alpha.tobytes(), 9) if prepared.alpha is not None else b""
+    grid_h, grid_w = indices.shape[1:]
+    header = VqzHeader(
+        mode=prepared.mode, width=width, height=height, model_name=m.name, fingerprint=m.fingerprint[:8],
+        grid_h=grid_h, grid_w=grid_w, stage_lengths=tuple(len(s) for s in streams), alpha_length=len(alpha),
+    )
+    return container.pack(VqzFile(header, streams, alpha))
+
+
+def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
+    """The model that can decode a file: the given one, or the shipped model it names; checked."""
+    if model is None:
+        if header.model_name not in shipped_models():
+            raise VqzError(
+                f"file was written by model '{header.model_name}', which is not installed "
+                "(pass the model file with --model)"
+            )
+        m = load_model(header.model_name)
+    else:
+        m = _model(model)
+    if m.fingerprint[:8] != header.fingerprint:
+        raise VqzError(
+            f"file was written by model '{header.model_name}' ({header.fingerprint.hex()}), "
+            f"not by the given model '{m.name}' ({m.fingerprint[:8].hex()})"
+        )
+    if header.stages > m.config.num_stages:
+        raise VqzError(f"file stores {header.stages} stages, the model has only {m.config.num_stages}")
+    if (header.grid_h, header.grid_w) != grid_shape(m, header.width, header.height):
+        raise VqzError(f"index grid {header.grid_h}x{header.grid_w} does not fit a {header.width}x{header.height} image")
+    return m
+
+
+def _alpha(f: VqzFile) -> np.ndarray | None:
+    if not f.header.alpha_length:
+        if f.header.mode in ("LA", "RGBA"):
+            raise VqzError(f"mode {f.header.mode} but no alpha plane stored")
+        return None
+    n = f.header.width * f.header.height
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(f.alpha, n + 1)
+    except zlib.error as exc:
+        raise VqzError(f"alpha plane is damaged ({exc})") from None
+    if len(raw) != n or not d.eof:
+        raise VqzError("alpha plane has the wrong size")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(f.header.height, f.header.width)
+
+
+def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None = None) -> tuple[VqzFile, CodecModel, np.ndarray]:
+    """Parse a file and entropy-decode its index grids (the first `quality` stages; all when None)."""
+    f = container.unpack(data)
+    h = f.header
+    m = model_for(h, model)
+    q = h.stages if quality is None else int(quality)
+    if not 1 <= q <= h.stages:
+        raise VqzError(f"this file stores qualities 1..{h.stages}; cannot decode quality {quality}")
+    cells = h.grid_h * h.grid_w
+    grids = np.empty((q, h.grid_h, h.grid_w), dtype=np.int64)
+    for s in range(q):
+        try:
+            grids[s] = m.prior.decode(f.streams[s], s, cells).reshape(h.grid_h, h.grid_w)
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise VqzError(f"stage {s + 1} stream is damaged ({exc})") from None
+    return f, m, grids
+
+
+def decompress(data: bytes, model: ModelLike = None, quality: int | None = None) -> Image.Image:
+    """Decode `.vqz` bytes to a PIL image in the mode it was compressed from.
+
+    The model named in the file is loaded from the shipped models unless `model` is given;
+    a model other than the one that wrote the file is refused. `quality` decodes only the
+    first stages of the file (a coarser image from the same bytes).
+    """
+    f, m, grids = decompress_indices(data, model, quality)
+    alpha = _alpha(f)
+    rgb = decode_indices(m, grids, f.header.width, f.header.height)
+    return assemble(rgb, alpha, f.header.mode)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What `vqcodec info` reports about a file."""
+
+    header: VqzHeader
+    size: int
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * self.size / (self.header.width * self.header.height)
+
+
+def info(data: bytes) -> FileInfo:
+    """Validate a file (structure and checksum) and describe it, without decoding pixels."""
+    return FileInfo(container.unpack(data).header, len(data))
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """Bytes of a `.vqz` file, with a `VqzError` when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise VqzError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VqzError(f"{path}: is a folder") from None
+    except OSError as exc:
+        raise VqzError(f"{path}: cannot read ({exc.strerror})") from None

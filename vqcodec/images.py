@@ -1,0 +1,107 @@
+"""Turning whatever Pillow opens into the 8-bit RGB (+ alpha) the model codes, and back.
+
+Policy (documented in the README):
+- EXIF orientation is applied, so the stored image is the one a viewer shows.
+- 1-bit, grayscale and float images are coded as grayscale (mode L).
+- Palette images become RGB, or RGBA when the palette has transparency.
+- Alpha (RGBA, LA) is kept losslessly beside the lossy colour channels.
+- 16-bit and 32-bit integer images are reduced to 8 bits with a warning.
+- Anything else Pillow can convert (CMYK, YCbCr, ...) is coded as RGB.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vqcodec.errors import ImageError
+
+MAX_INPUT_PIXELS = 100_000_000
+"""Largest image `compress` accepts by default (width x height); pass `max_pixels` to change it."""
+
+
+class PrecisionWarning(UserWarning):
+    """An input with more than 8 bits per sample was reduced to 8 bits."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """8-bit RGB pixels (H, W, 3), the alpha plane (H, W) or None, and the mode to restore."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    mode: str
+
+
+def open_image(source: str | os.PathLike[str] | Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Open a path (or pass an image through), checking the size before decoding any pixel."""
+    if isinstance(source, Image.Image):
+        im = source
+    else:
+        try:
+            im = Image.open(Path(source))
+        except FileNotFoundError:
+            raise ImageError(f"{source}: no such file") from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise ImageError(f"{source}: not an image Pillow can read ({exc})") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{source}: {exc}") from None
+    w, h = im.size
+    if w * h > max_pixels:
+        raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (see max_pixels)")
+    if w < 1 or h < 1:
+        raise ImageError(f"image size {w}x{h} is empty")
+    return im
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    arr = np.asarray(im)
+    if arr.dtype.kind == "f":
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    peak = 65535 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255
+    if peak > 255:
+        warnings.warn("16-bit image reduced to 8 bits per sample", PrecisionWarning, stacklevel=3)
+        arr = (arr.astype(np.int64) * 255 + 32767) // 65535
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+
+
+def prepare(im: Image.Image) -> PreparedImage:
+    """Normalise an opened image (see the module policy); decodes the pixels."""
+    try:
+        im = ImageOps.exif_transpose(im)
+        im.load()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"cannot decode image ({exc})") from None
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode == "PA":
+        im = im.convert("RGBA")
+    elif mode in ("I", "F") or mode.startswith("I;16"):
+        im = _to_8bit(im)
+    elif mode == "1":
+        im = im.convert("L")
+    elif mode in ("La", "RGBa"):
+        im = im.convert(mode.upper())
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        im = im.convert("RGB")
+    mode = im.mode
+    alpha = np.asarray(im.getchannel("A")).copy() if mode in ("LA", "RGBA") else None
+    rgb = np.asarray(im.convert("RGB")).copy()
+    return PreparedImage(rgb=rgb, alpha=alpha, mode=mode)
+
+
+def assemble(rgb: np.ndarray, alpha: np.ndarray | None, mode: str) -> Image.Image:
+    """The decoded image in its original mode: L and LA from the mean of the channels."""
+    im = Image.fromarray(rgb, "RGB")
+    if mode in ("L", "LA"):
+        gray = np.rint(rgb.astype(np.float32).mean(axis=2)).astype(np.uint8)
+        im = Image.fromarray(gray, "L")
+    if alpha is not None:
+        im.putalpha(Image.fromarray(alpha, "L"))
+    return im
