@@ -1,3 +1,26 @@
-"""vqcodec: a learned image codec built on a residual VQ-VAE."""
+"""vqcodec: a learned image codec built on a residual VQ-VAE.
+
+    import vqcodec
+    data = vqcodec.compress("photo.png", quality=4)   # .vqz bytes
+    image = vqcodec.decompress(data)                  # PIL.Image.Image
+"""
+
+from vqcodec.codec import compress, decompress, info
+from vqcodec.errors import ImageError, ModelError, OutputError, VqcodecError, VqzError
+from vqcodec.zoo import CodecModel, load_model, shipped_models
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "CodecModel",
+    "ImageError",
+    "ModelError",
+    "OutputError",
+    "VqcodecError",
+    "VqzError",
+    "compress",
+    "decompress",
+    "info",
+    "load_model",
+    "shipped_models",
+]
