@@ -1,0 +1,56 @@
+"""Shared fixtures: the shipped default model, a tiny random model, and small test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqcodec.entropy import FrequencyPrior
+from vqcodec.model import VQVAE, ModelConfig
+from vqcodec.zoo import CodecModel, load_model, save_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KODAK = SHARED / "kodak"
+BSDS = SHARED / "bsds500"
+
+TINY = ModelConfig(name="tiny", channels=(8, 8), res_blocks=1, latent_dim=4, codebook_size=16, num_stages=3)
+
+
+@pytest.fixture(scope="session")
+def default_model() -> CodecModel:
+    return load_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained model with a skewed prior, saved as a real model file."""
+    torch.manual_seed(0)
+    net = VQVAE(TINY).eval()
+    counts = np.arange(1, TINY.codebook_size + 1)[None].repeat(TINY.num_stages, 0) ** 2
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(net, FrequencyPrior(counts), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_path: Path) -> CodecModel:
+    return load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="session")
+def kodak_crop() -> Image.Image:
+    """A 128x96 crop of a Kodak image: real photo content at test speed."""
+    with Image.open(KODAK / "kodim23.png") as im:
+        return im.convert("RGB").crop((300, 100, 428, 196))
+
+
+def noise_image(width: int, height: int, mode: str = "RGB", seed: int = 0) -> Image.Image:
+    """Deterministic random pixels in the given mode."""
+    rng = np.random.default_rng(seed)
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    arr = rng.integers(0, 256, (height, width, bands), dtype=np.uint8)
+    return Image.fromarray(arr[..., 0] if bands == 1 else arr, mode)

@@ -1,0 +1,123 @@
+"""The console script, run as a user runs it: outputs, summaries, and clean failures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import noise_image
+
+VQCODEC = str(Path(sys.executable).with_name("vqcodec"))
+
+
+def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VQCODEC, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def crop_png(tmp_path_factory: pytest.TempPathFactory, kodak_crop: Image.Image) -> Path:
+    path = tmp_path_factory.mktemp("img") / "crop.png"
+    kodak_crop.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def crop_vqz(crop_png: Path) -> Path:
+    out = crop_png.with_suffix(".vqz")
+    result = run("compress", crop_png, "-q", "2")
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and "bpp" in result.stdout
+    return out
+
+
+def test_compress_then_decompress_then_info(crop_png: Path, crop_vqz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "back.png"
+    result = run("decompress", crop_vqz, "-o", out)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out) as im:
+        assert im.size == Image.open(crop_png).size and im.format == "PNG"
+    result = run("info", crop_vqz)
+    assert result.returncode == 0 and "bpp" in result.stdout and "quality 2" in result.stdout
+
+
+@pytest.mark.parametrize(("size", "mode"), [((1, 1), "RGB"), ((17, 33), "RGB"), ((40, 30), "L"), ((24, 16), "RGBA")])
+def test_odd_sizes_and_modes(tmp_path: Path, size: tuple[int, int], mode: str) -> None:
+    src = tmp_path / "in.png"
+    noise_image(*size, mode).save(src)
+    assert run("compress", src, "-o", tmp_path / "x.vqz").returncode == 0
+    assert run("decompress", tmp_path / "x.vqz", "-o", tmp_path / "out.png").returncode == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert im.size == size and im.mode == mode
+
+
+def test_several_inputs_into_a_folder(crop_png: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second.png"
+    noise_image(20, 20).save(second)
+    result = run("compress", crop_png, second, "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["crop.vqz", "second.vqz"]
+    assert result.stdout.count("bpp") == 2
+
+
+def damaged_inputs(vqz: bytes) -> dict[str, bytes]:
+    flipped = bytearray(vqz)
+    flipped[len(vqz) // 2] ^= 0x10
+    return {
+        "truncated": vqz[: len(vqz) // 2],
+        "flipped": bytes(flipped),
+        "empty": b"",
+        "text": b"this is not a vqz file\n",
+    }
+
+
+@pytest.mark.parametrize("kind", ["truncated", "flipped", "empty", "text"])
+def test_bad_inputs_fail_cleanly(crop_vqz: Path, tmp_path: Path, kind: str) -> None:
+    bad = tmp_path / f"{kind}.vqz"
+    bad.write_bytes(damaged_inputs(crop_vqz.read_bytes())[kind])
+    result = run("decompress", bad)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [bad.name]
+
+
+def test_missing_and_non_image_inputs_fail_cleanly(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    for args in (("compress", tmp_path / "missing.png"), ("compress", tmp_path / "notes.txt"),
+                 ("info", tmp_path / "missing.vqz")):
+        result = run(*args)
+        assert result.returncode != 0 and result.stderr.count("\n") == 1 and "error:" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_existing_output_needs_force(crop_png: Path, tmp_path: Path) -> None:
+    target = tmp_path / "taken.vqz"
+    target.write_bytes(b"precious")
+    result = run("compress", crop_png, "-o", target)
+    assert result.returncode != 0 and "--force" in result.stderr
+    assert target.read_bytes() == b"precious"
+    assert run("compress", crop_png, "-o", target, "--force").returncode == 0
+    assert target.read_bytes()[:4] == b"\x89VQZ"
+
+
+def test_output_over_its_own_input_is_refused(crop_vqz: Path) -> None:
+    before = crop_vqz.read_bytes()
+    result = run("decompress", crop_vqz, "-o", crop_vqz, "--format", "png", "--force")
+    assert result.returncode != 0 and "own input" in result.stderr
+    assert crop_vqz.read_bytes() == before
+
+
+def test_bad_quality_is_a_usage_error(crop_png: Path) -> None:
+    result = run("compress", crop_png, "-q", "99")
+    assert result.returncode == 2 and "quality" in result.stderr
+
+
+def test_help_explains_every_command() -> None:
+    for command in ("compress", "decompress", "info", "train"):
+        result = run(command, "--help")
+        assert result.returncode == 0 and "Example" in result.stdout

@@ -1,0 +1,113 @@
+"""The codec API: image modes, sizes, determinism, qualities and model identity."""
+
+from __future__ import annotations
+
+import io
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import noise_image
+from vqcodec import codec, container
+from vqcodec.errors import ImageError, VqzError
+from vqcodec.images import PrecisionWarning
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return 10 * np.log10(255**2 / mse)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (17, 33), (33, 17), (8, 8), (9, 1)])
+def test_any_size_round_trips(tiny_model, size: tuple[int, int]) -> None:
+    out = codec.decompress(codec.compress(noise_image(*size), tiny_model, 2), tiny_model)
+    assert out.size == size and out.mode == "RGB"
+
+
+def test_same_input_gives_identical_bytes(default_model, kodak_crop) -> None:
+    assert codec.compress(kodak_crop, default_model, 3) == codec.compress(kodak_crop.copy(), default_model, 3)
+
+
+def test_default_model_reconstructs_a_photo(default_model, kodak_crop) -> None:
+    top = default_model.config.num_stages
+    low = codec.decompress(codec.compress(kodak_crop, default_model, 1))
+    high_bytes = codec.compress(kodak_crop, default_model, top)
+    high = codec.decompress(high_bytes)
+    assert psnr(kodak_crop, high) > 22.0
+    assert psnr(kodak_crop, high) > psnr(kodak_crop, low)
+    assert codec.info(high_bytes).bpp < 2.0
+
+
+def test_lower_quality_decodes_from_a_full_file(default_model, kodak_crop) -> None:
+    full = codec.compress(kodak_crop, default_model, default_model.config.num_stages)
+    for q in (1, 3):
+        from_prefix = codec.decompress(full, quality=q)
+        direct = codec.decompress(codec.compress(kodak_crop, default_model, q))
+        assert np.array_equal(np.asarray(from_prefix), np.asarray(direct))
+    with pytest.raises(VqzError, match="qualities 1.."):
+        codec.decompress(codec.compress(kodak_crop, default_model, 2), quality=3)
+
+
+def test_quality_is_validated(tiny_model) -> None:
+    with pytest.raises(ValueError, match="quality must be 1..3"):
+        codec.compress(noise_image(4, 4), tiny_model, 4)
+
+
+def test_grayscale_stays_grayscale(tiny_model) -> None:
+    out = codec.decompress(codec.compress(noise_image(12, 10, "L"), tiny_model), tiny_model)
+    assert out.mode == "L" and out.size == (12, 10)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_kept_losslessly(tiny_model, mode: str) -> None:
+    im = noise_image(21, 13, mode, seed=3)
+    out = codec.decompress(codec.compress(im, tiny_model), tiny_model)
+    assert out.mode == mode
+    assert np.array_equal(np.asarray(out.getchannel("A")), np.asarray(im.getchannel("A")))
+
+
+def test_palette_with_transparency_becomes_rgba(tiny_model) -> None:
+    im = noise_image(8, 8, "RGB").convert("P")
+    im.info["transparency"] = 0
+    assert codec.decompress(codec.compress(im, tiny_model), tiny_model).mode == "RGBA"
+
+
+def test_sixteen_bit_input_is_reduced_with_a_warning(tiny_model) -> None:
+    im = Image.fromarray(np.full((6, 5), 40000, dtype=np.uint16))
+    with pytest.warns(PrecisionWarning):
+        data = codec.compress(im, tiny_model)
+    assert codec.decompress(data, tiny_model).mode == "L"
+
+
+def test_exif_orientation_is_applied(tiny_model) -> None:
+    im = noise_image(20, 10)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", exif=exif)
+    buf.seek(0)
+    out = codec.decompress(codec.compress(Image.open(buf), tiny_model), tiny_model)
+    assert out.size == (10, 20)
+
+
+def test_oversized_input_is_refused_before_decoding(tiny_model) -> None:
+    with pytest.raises(ImageError, match="over the limit"):
+        codec.compress(noise_image(100, 100), tiny_model, max_pixels=5000)
+
+
+def test_file_from_another_model_is_refused(tiny_model, default_model) -> None:
+    data = codec.compress(noise_image(16, 16), tiny_model)
+    with pytest.raises(VqzError, match="not installed"):
+        codec.decompress(data)
+    with pytest.raises(VqzError, match="not by the given model"):
+        codec.decompress(data, default_model)
+
+
+def test_damaged_alpha_is_a_vqz_error(tiny_model) -> None:
+    f = container.unpack(codec.compress(noise_image(8, 8, "RGBA"), tiny_model))
+    bad_alpha = zlib.compress(b"\x00" * 10)
+    header = f.header.__class__(**{**f.header.__dict__, "alpha_length": len(bad_alpha)})
+    with pytest.raises(VqzError, match="alpha"):
+        codec.decompress(container.pack(container.VqzFile(header, f.streams, bad_alpha)), tiny_model)

@@ -1,0 +1,45 @@
+"""Model files: round trip, fingerprints, and refusal of altered or foreign files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqcodec.errors import ModelError
+from vqcodec.zoo import load_model, resolve, save_model, shipped_models
+
+
+def test_default_model_ships_and_loads(default_model) -> None:
+    assert "default" in shipped_models()
+    assert default_model.name == "default"
+    assert not default_model.net.training
+    assert shipped_models()["default"].stat().st_size < 30 * 2**20
+
+
+def test_round_trip_keeps_weights_and_fingerprint(tiny_model, tmp_path: Path) -> None:
+    path = tmp_path / "copy.safetensors"
+    digest = save_model(tiny_model.net, tiny_model.prior, path)
+    again = load_model(path)
+    assert digest == tiny_model.fingerprint == again.fingerprint
+    for (k, a), (_, b) in zip(tiny_model.net.state_dict().items(), again.net.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_altered_model_file_is_refused(tiny_model_path: Path, tmp_path: Path) -> None:
+    data = bytearray(tiny_model_path.read_bytes())
+    data[-100] ^= 0x01  # inside the tensor data
+    altered = tmp_path / "altered.safetensors"
+    altered.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="fingerprint"):
+        load_model(altered)
+
+
+def test_non_model_files_are_refused(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelError):
+        load_model(junk)
+    with pytest.raises(ModelError, match="no model named"):
+        resolve("no-such-model")
