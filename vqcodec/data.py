@@ -106,7 +106,7 @@ class CropDataset(Dataset[torch.Tensor]):
         patch = pixels[top : top + self.crop, left : left + self.crop]
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(np.array(patch)).permute(2, 0, 1).float().div_(255.0)
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -166,10 +166,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Keep only the log lines of steps before `step`, so a resumed run appends without gap or overlap."""
+    """Keep only the log lines of the `step` steps completed at the checkpoint, so a resumed run appends without gap or overlap."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", -1) < step]
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", -1) <= step]
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -215,7 +215,7 @@ def center_crop_to_stride(pixels: np.ndarray, stride: int) -> torch.Tensor:
     h, w = (pixels.shape[0] // stride) * stride, (pixels.shape[1] // stride) * stride
     top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
     patch = pixels[top : top + h, left : left + w]
-    return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(patch)).permute(2, 0, 1)[None].float() / 255.0
 
 
 @torch.no_grad()

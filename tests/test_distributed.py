@@ -1,0 +1,34 @@
+"""Two CPU ranks under torchrun keep identical codebooks, and only rank 0 writes files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import noise_image
+
+
+def test_two_ranks_share_one_codebook(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(8):
+        noise_image(40, 40, seed=i).save(data / f"{i}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         str(Path(__file__).with_name("dist_worker.py")), str(data), str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
+    for key in r0:
+        assert torch.equal(r0[key], r1[key]), key
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.ckpt", "model.jsonl", "model.safetensors", "rank0.safetensors", "rank1.safetensors"]
