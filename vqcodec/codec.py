@@ -53,7 +53,7 @@ def grid_shape(model: CodecModel, width: int, height: int) -> tuple[int, int]:
 
 
 def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div_(255.0)
+    x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div_(255.0)
     h, w = rgb.shape[:2]
     pad_h, pad_w = -h % stride, -w % stride
     if pad_h or pad_w:
@@ -61,19 +61,56 @@ def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
     return x
 
 
-@torch.inference_mode()
-def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int) -> np.ndarray:
-    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3)."""
-    x = _to_tensor(rgb, model.config.stride)
-    return model.net.encode(x, quality)[0].numpy()
+TILE_CELLS = 128
+"""Side of the square tiles images are processed in, in grid cells (1024 pixels at stride 8)."""
+HALO_CELLS = 8
+"""Grid cells of context added on every side of a tile; wider than the networks' receptive fields."""
+
+
+def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slice, slice]]:
+    """For each tile: the cells it owns and the larger window (with halo) it is computed from."""
+    out = []
+    for r0 in range(0, grid_h, tile):
+        for c0 in range(0, grid_w, tile):
+            r1, c1 = min(grid_h, r0 + tile), min(grid_w, c0 + tile)
+            hr0, hc0 = max(0, r0 - HALO_CELLS), max(0, c0 - HALO_CELLS)
+            hr1, hc1 = min(grid_h, r1 + HALO_CELLS), min(grid_w, c1 + HALO_CELLS)
+            out.append((slice(r0, r1), slice(c0, c1), slice(hr0, hr1), slice(hc0, hc1)))
+    return out
 
 
 @torch.inference_mode()
-def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: int) -> np.ndarray:
-    """8-bit RGB pixels (height, width, 3) from index grids (stages, grid_h, grid_w)."""
-    y = model.net.decode(torch.from_numpy(np.asarray(indices, dtype=np.int64))[None])
-    y = y[0, :, :height, :width].mul(255.0).round_().to(torch.uint8)
-    return y.permute(1, 2, 0).contiguous().numpy()
+def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS) -> np.ndarray:
+    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), tile by tile.
+
+    Each tile is encoded with a halo of context that is then dropped, so memory stays
+    bounded on large images while the indices match whole-image encoding.
+    """
+    s = model.config.stride
+    grid_h, grid_w = -(-rgb.shape[0] // s), -(-rgb.shape[1] // s)
+    out = np.empty((quality, grid_h, grid_w), dtype=np.int64)
+    for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
+        pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
+        idx = model.net.encode(_to_tensor(pixels, s), quality)[0].numpy()
+        out[:, rows, cols] = idx[:, rows.start - hrows.start : rows.stop - hrows.start,
+                                 cols.start - hcols.start : cols.stop - hcols.start]
+    return out
+
+
+@torch.inference_mode()
+def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: int,
+                   tile: int = TILE_CELLS) -> np.ndarray:
+    """8-bit RGB pixels (height, width, 3) from index grids (stages, grid_h, grid_w), tile by tile."""
+    s = model.config.stride
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for rows, cols, hrows, hcols in _tiles(indices.shape[1], indices.shape[2], tile):
+        grids = torch.from_numpy(np.ascontiguousarray(indices[:, hrows, hcols], dtype=np.int64))[None]
+        y = model.net.decode(grids)[0].mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+        top, left = (rows.start - hrows.start) * s, (cols.start - hcols.start) * s
+        r0, c0 = rows.start * s, cols.start * s
+        r1, c1 = min(height, rows.stop * s), min(width, cols.stop * s)
+        out[r0:r1, c0:c1] = y[top : top + r1 - r0, left : left + c1 - c0]
+    return out
 
 
 def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = None, quality: int | None = None,
@@ -147,6 +184,10 @@ def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None
     if not 1 <= q <= h.stages:
         raise VqzError(f"this file stores qualities 1..{h.stages}; cannot decode quality {quality}")
     cells = h.grid_h * h.grid_w
+    for s in range(q):
+        # A stream cannot hold more symbols than its bits pay for: refuse before allocating a grid.
+        if 0.98 * cells * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
+            raise VqzError(f"stage {s + 1} stream is too short for a {h.grid_h}x{h.grid_w} grid")
     grids = np.empty((q, h.grid_h, h.grid_w), dtype=np.int64)
     for s in range(q):
         try:

@@ -48,6 +48,10 @@ class FrequencyPrior:
         p = self.probabilities(stage)
         return float(-np.log2(p[np.asarray(symbols).ravel()]).sum())
 
+    def min_bits(self, stage: int) -> float:
+        """Fewest bits any one symbol of this stage can cost: bounds how many symbols a stream can hold."""
+        return float(-np.log2(self.probabilities(stage).max()))
+
     def _model(self, stage: int) -> "constriction.stream.model.Categorical":
         return constriction.stream.model.Categorical(self.probabilities(stage), perfect=False)
 
