@@ -1,0 +1,76 @@
+"""Batch mode and data safety: folders, parallel jobs, failures that do not stop the rest, no partial files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import KODAK, noise_image
+from vqcodec import batch
+from vqcodec.errors import OutputError
+from vqcodec.safe_io import write_atomic
+
+VQCODEC = str(Path(sys.executable).with_name("vqcodec"))
+
+
+def test_kodak_folder_with_one_corrupt_file(tmp_path: Path) -> None:
+    src = tmp_path / "kodak"
+    shutil.copytree(KODAK, src)
+    (src / "corrupt.png").write_bytes((KODAK / "kodim01.png").read_bytes()[:2000])
+    result = subprocess.run([VQCODEC, "compress", str(src), "-o", str(tmp_path / "out"), "--jobs", "2", "-q", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert len(list((tmp_path / "out").rglob("*.vqz"))) == 24
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and "corrupt.png" in errors[0]
+    assert "25 files, 1 failed" in result.stdout
+
+    single = tmp_path / "single.png"
+    assert subprocess.run([VQCODEC, "decompress", str(tmp_path / "out" / "kodim05.vqz"), "-o", str(single)],
+                          capture_output=True).returncode == 0
+    assert subprocess.run([VQCODEC, "decompress", str(tmp_path / "out"), "-o", str(tmp_path / "dec"), "-j", "2"],
+                          capture_output=True).returncode == 0
+    assert np.array_equal(np.asarray(Image.open(single)), np.asarray(Image.open(tmp_path / "dec" / "kodim05.png")))
+
+
+def test_plan_keeps_folder_structure(tmp_path: Path) -> None:
+    (tmp_path / "in" / "a" / "b").mkdir(parents=True)
+    for rel in ("x.png", "a/y.jpg", "a/b/z.webp", "a/notes.txt"):
+        (tmp_path / "in" / rel).write_bytes(b"")
+    tasks = batch.plan([tmp_path / "in"], tmp_path / "out", ".vqz", batch.is_image)
+    assert sorted(str(t.dst.relative_to(tmp_path / "out")) for t in tasks) == ["a/b/z.vqz", "a/y.vqz", "x.vqz"]
+    beside = batch.plan([tmp_path / "in"], None, ".vqz", batch.is_image)
+    assert all(t.dst == t.src.with_suffix(".vqz") for t in beside)
+
+
+def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
+    def write_then_interrupt(f) -> None:
+        f.write(b"half of a file")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(tmp_path / "out.vqz", write_then_interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_never_overwrites_without_force(tmp_path: Path) -> None:
+    target = tmp_path / "keep.vqz"
+    target.write_bytes(b"keep")
+    with pytest.raises(OutputError, match="--force"):
+        write_atomic(target, lambda f: f.write(b"new"))
+    assert target.read_bytes() == b"keep"
+    write_atomic(target, lambda f: f.write(b"new"), overwrite=True)
+    assert target.read_bytes() == b"new"
+
+
+def test_never_writes_over_its_own_input(tmp_path: Path) -> None:
+    src = tmp_path / "img.png"
+    noise_image(8, 8).save(src)
+    with pytest.raises(OutputError, match="own input"):
+        write_atomic(src, lambda f: f.write(b"x"), overwrite=True, inputs=[src])
