@@ -53,6 +53,7 @@ def compress(
     output: Output = None,
     model: ModelOpt = None,
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's stage count (best); default: middle.")] = None,
+    target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.0, min_open=True, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
     jobs: Jobs = 1,
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs larger than this many pixels.")] = MAX_INPUT_PIXELS,
     force: Force = False,
@@ -61,15 +62,18 @@ def compress(
 
     Folders are walked recursively and their structure is kept under -o.
 
-    Example: vqcodec compress photo.png -q 6 -o photo.vqz
+    Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25)
     """
     m = load_model(model)
+    if quality is not None and target_bpp is not None:
+        raise typer.BadParameter("give --quality or --target-bpp, not both", param_hint="--target-bpp")
     try:
         codec.check_quality(m, quality)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
     tasks = batch.plan(inputs, output, ".vqz", batch.is_image)
-    _execute("compress", tasks, Settings(model=model, quality=quality, force=force, max_pixels=max_pixels), jobs)
+    _execute("compress", tasks, Settings(model=model, quality=quality, force=force, max_pixels=max_pixels,
+                                                        target_bpp=target_bpp), jobs)
 
 
 def decompress(

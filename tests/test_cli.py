@@ -60,7 +60,7 @@ def test_several_inputs_into_a_folder(crop_png: Path, tmp_path: Path) -> None:
     result = run("compress", crop_png, second, "-o", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["crop.vqz", "second.vqz"]
-    assert result.stdout.count("bpp") == 2
+    assert result.stdout.count(" bpp, ") == 2 and "2 files, 0 failed" in result.stdout
 
 
 def damaged_inputs(vqz: bytes) -> dict[str, bytes]:

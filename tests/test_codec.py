@@ -111,3 +111,17 @@ def test_damaged_alpha_is_a_vqz_error(tiny_model) -> None:
     header = f.header.__class__(**{**f.header.__dict__, "alpha_length": len(bad_alpha)})
     with pytest.raises(VqzError, match="alpha"):
         codec.decompress(container.pack(container.VqzFile(header, f.streams, bad_alpha)), tiny_model)
+
+
+@pytest.mark.parametrize("name", ["kodim05.png", "kodim19.png"])
+def test_target_bpp_lands_within_five_percent(default_model, name: str) -> None:
+    from tests.conftest import KODAK
+
+    for target in (0.15, 0.3):
+        bpp = codec.info(codec.compress(KODAK / name, default_model, target_bpp=target)).bpp
+        assert abs(bpp - target) <= 0.05 * target, (target, bpp)
+
+
+def test_target_bpp_and_quality_exclude_each_other(tiny_model) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        codec.compress(noise_image(8, 8), tiny_model, 2, target_bpp=0.5)

@@ -84,3 +84,10 @@ def test_residual_stages_refine_and_prefixes_decode() -> None:
     assert torch.equal(out.indices, indices)
     assert torch.allclose(out.quantized, rvq.decode(indices), atol=1e-6)
     assert errors[2] <= errors[1] <= errors[0]
+
+
+def test_rate_penalty_moves_choices_to_cheaper_codes() -> None:
+    codebook = torch.tensor([[0.0], [1.0]])
+    x = torch.tensor([[0.6], [0.9]])
+    assert nearest_code(x, codebook).tolist() == [1, 1]
+    assert nearest_code(x, codebook, torch.tensor([0.0, 0.3])).tolist() == [0, 1]

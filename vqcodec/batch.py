@@ -63,6 +63,7 @@ class Settings:
     fmt: str = "png"
     force: bool = False
     max_pixels: int = MAX_INPUT_PIXELS
+    target_bpp: float | None = None
 
 
 def plan(inputs: Iterable[Path], output: Path | None, suffix: str, accept: Callable[[Path], bool]) -> list[Task]:
@@ -103,7 +104,8 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
     """Compress one file to its destination, atomically."""
     check_output(task.dst, settings.force, [task.src])
     t0 = time.perf_counter()
-    data = codec.compress(task.src, model, settings.quality, max_pixels=settings.max_pixels)
+    data = codec.compress(task.src, model, settings.quality, max_pixels=settings.max_pixels,
+                          target_bpp=settings.target_bpp)
     seconds = time.perf_counter() - t0
     write_bytes_atomic(task.dst, data, overwrite=settings.force, inputs=[task.src])
     header = codec.info(data).header

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqcodec import container
+from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
-from vqcodec.errors import VqzError
-from vqcodec.images import MAX_INPUT_PIXELS, assemble, open_image, prepare
+from vqcodec.errors import ImageError, VqzError
+from vqcodec.images import MAX_INPUT_PIXELS, PreparedImage, assemble, open_image, prepare
 from vqcodec.zoo import CodecModel, load_model, shipped_models
 
 ModelLike = CodecModel | str | os.PathLike[str] | None
@@ -80,21 +80,44 @@ def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slic
 
 
 @torch.inference_mode()
-def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS) -> np.ndarray:
-    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), tile by tile.
+def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.Tensor:
+    """Continuous encoder output (grid_h * grid_w, D) for 8-bit RGB pixels (H, W, 3), tile by tile.
 
     Each tile is encoded with a halo of context that is then dropped, so memory stays
-    bounded on large images while the indices match whole-image encoding.
+    bounded on large images while the result matches whole-image encoding.
     """
     s = model.config.stride
     grid_h, grid_w = -(-rgb.shape[0] // s), -(-rgb.shape[1] // s)
-    out = np.empty((quality, grid_h, grid_w), dtype=np.int64)
+    out = torch.empty(model.config.latent_dim, grid_h, grid_w)
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
-        idx = model.net.encode(_to_tensor(pixels, s), quality)[0].numpy()
-        out[:, rows, cols] = idx[:, rows.start - hrows.start : rows.stop - hrows.start,
-                                 cols.start - hcols.start : cols.stop - hcols.start]
-    return out
+        z = model.net.embed(_to_tensor(pixels, s))[0]
+        out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
+                               cols.start - hcols.start : cols.stop - hcols.start]
+    return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
+
+
+@torch.inference_mode()
+def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], quality: int,
+             rate_weight: float = 0.0) -> np.ndarray:
+    """Index grids (quality, grid_h, grid_w) from latents; `rate_weight` > 0 trades distortion for bits.
+
+    Each stage picks the code minimising squared error + rate_weight * (-log2 p(code)),
+    which lowers the rate smoothly between the qualities without retraining.
+    """
+    penalties = None
+    if rate_weight > 0:
+        bits = np.stack([-np.log2(model.prior.probabilities(s)) for s in range(quality)])
+        penalties = torch.from_numpy(bits).float() * rate_weight
+    idx = model.net.quantizer.encode(latents, quality, penalties)
+    return idx.reshape(quality, *grid).numpy()
+
+
+def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS) -> np.ndarray:
+    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3)."""
+    s = model.config.stride
+    grid = (-(-rgb.shape[0] // s), -(-rgb.shape[1] // s))
+    return quantize(model, embed(model, rgb, tile), grid, quality)
 
 
 @torch.inference_mode()
@@ -113,27 +136,54 @@ def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: i
     return out
 
 
+def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray) -> bytes:
+    """Entropy-code index grids and wrap them, with the alpha plane, in a .vqz container."""
+    streams = tuple(model.prior.encode(indices[s], s) for s in range(indices.shape[0]))
+    alpha = zlib.compress(prepared.alpha.tobytes(), 9) if prepared.alpha is not None else b""
+    height, width = prepared.rgb.shape[:2]
+    header = VqzHeader(
+        mode=prepared.mode, width=width, height=height, model_name=model.name, fingerprint=model.fingerprint[:8],
+        grid_h=indices.shape[1], grid_w=indices.shape[2], stage_lengths=tuple(len(s) for s in streams),
+        alpha_length=len(alpha),
+    )
+    return container.pack(VqzFile(header, streams, alpha))
+
+
 def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = None, quality: int | None = None,
-             max_pixels: int = MAX_INPUT_PIXELS) -> bytes:
+             max_pixels: int = MAX_INPUT_PIXELS, target_bpp: float | None = None) -> bytes:
     """Compress an image (a PIL image or a path) to `.vqz` bytes.
 
     `model` is a loaded `CodecModel`, a shipped model's name or a model file path
     (None: the default model). `quality` runs from 1 to the model's stage count.
-    The same input, model and quality always give the same bytes.
+    `target_bpp` instead searches quality and rate-aware quantization for a file of
+    that many bits per pixel (header included), within 2% when the model can reach it.
+    The same input and settings always give the same bytes.
     """
     m = _model(model)
-    q = check_quality(m, quality)
-    prepared = prepare(open_image(image, max_pixels))
+    opened = open_image(image, max_pixels)
+    if opened.format == "VQZ":
+        raise ImageError("input is already a .vqz file (decompress it first to re-encode it)")
+    prepared = prepare(opened)
     height, width = prepared.rgb.shape[:2]
-    indices = encode_indices(m, prepared.rgb, q)
-    streams = tuple(m.prior.encode(indices[s], s) for s in range(q))
-    alpha = zlib.compress(prepared.alpha.tobytes(), 9) if prepared.alpha is not None else b""
-    grid_h, grid_w = indices.shape[1:]
-    header = VqzHeader(
-        mode=prepared.mode, width=width, height=height, model_name=m.name, fingerprint=m.fingerprint[:8],
-        grid_h=grid_h, grid_w=grid_w, stage_lengths=tuple(len(s) for s in streams), alpha_length=len(alpha),
-    )
-    return container.pack(VqzFile(header, streams, alpha))
+    grid = grid_shape(m, width, height)
+    latents = embed(m, prepared.rgb)
+    if target_bpp is None:
+        return _pack(m, prepared, quantize(m, latents, grid, check_quality(m, quality)))
+    if quality is not None:
+        raise ValueError("give either quality or target_bpp, not both")
+    if not target_bpp > 0:
+        raise ValueError(f"target_bpp must be positive, got {target_bpp}")
+    files: dict[tuple[int, float], bytes] = {}
+
+    @torch.inference_mode()
+    def measure(q: int, weight: float) -> tuple[int, float]:
+        indices = quantize(m, latents, grid, q, weight)
+        files[q, weight] = _pack(m, prepared, indices)
+        error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(q, -1)))
+        return len(files[q, weight]), float(error.pow(2).sum())
+
+    point = rate.search(measure, m.config.num_stages, target_bpp * width * height / 8)
+    return files[point.quality, point.rate_weight]
 
 
 def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:

@@ -23,3 +23,7 @@ class DataError(VqcodecError):
 
 class OutputError(VqcodecError):
     """An output would overwrite an existing file (without force) or its own input."""
+
+
+class TokensError(VqcodecError, ValueError):
+    """A tokens file is malformed, or does not fit the model asked to decode it."""

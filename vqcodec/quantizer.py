@@ -34,13 +34,19 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def nearest_code(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the L2-nearest codebook row for every row of `x` (ties go to the lowest index)."""
+def nearest_code(x: torch.Tensor, codebook: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of the L2-nearest codebook row for every row of `x` (ties go to the lowest index).
+
+    With `penalty` (one value per code), minimises distance + penalty instead: with
+    penalty = lambda * bits(code) this is entropy-constrained (rate-aware) quantization.
+    """
     distances = (
         x.pow(2).sum(1, keepdim=True)
         - 2.0 * x @ codebook.t()
         + codebook.pow(2).sum(1)[None, :]
     )
+    if penalty is not None:
+        distances = distances + penalty[None, :]
     return distances.argmin(dim=1)
 
 
@@ -85,9 +91,9 @@ class VectorQuantizer(nn.Module):
         """Codebook vectors for integer indices of any shape (adds a trailing D axis)."""
         return F.embedding(indices, self.codebook)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Nearest-code indices for (N, D) rows."""
-        return nearest_code(x, self.codebook)
+    def encode(self, x: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
+        """Nearest-code indices for (N, D) rows (penalised per code when `penalty` is given)."""
+        return nearest_code(x, self.codebook, penalty)
 
     def set_codebook(self, codebook: torch.Tensor) -> None:
         """Replace the codebook (k-means initialisation) and restart the EMA state from it."""
@@ -174,13 +180,18 @@ class ResidualVQ(nn.Module):
         straight_through = x + (total - x).detach()
         return QuantizerOutput(straight_through, torch.stack(indices), commitment / n)
 
-    def encode(self, x: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
-        """Indices (S, N) for (N, D) rows, greedy stage by stage."""
+    def encode(self, x: torch.Tensor, num_stages: int | None = None,
+               penalties: torch.Tensor | None = None) -> torch.Tensor:
+        """Indices (S, N) for (N, D) rows, greedy stage by stage.
+
+        `penalties` (S, K), when given, is added to the squared distances of each stage
+        (rate-aware quantization: lambda times each code's cost in bits).
+        """
         n = self.num_stages if num_stages is None else num_stages
         residual = x
         indices = []
-        for stage in self.stages[:n]:
-            idx = stage.encode(residual)
+        for s, stage in enumerate(self.stages[:n]):
+            idx = stage.encode(residual, None if penalties is None else penalties[s])
             residual = residual - stage.lookup(idx)
             indices.append(idx)
         return torch.stack(indices)

@@ -1,0 +1,136 @@
+"""The Pillow plugin, exercised through Pillow's public API only (plus vqcodec to make and check files)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, UnidentifiedImageError
+from typer.testing import CliRunner
+
+import vqcodec
+from cli.main import app
+from vqcodec import codec, container
+
+
+def synthetic(mode: str = "RGB", size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
+    """A small image with smooth gradients, an edge and some noise, in the given mode."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    rgb = np.stack([x * 255 / w, y * 255 / h, ((x // 16 + y // 12) % 2) * 200], axis=2)
+    rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+    im = Image.fromarray(rgb, "RGB")
+    if mode in ("RGBA", "LA"):
+        im.putalpha(Image.fromarray((x * 4 % 256).astype(np.uint8), "L"))
+    return im.convert(mode)
+
+
+@pytest.fixture(scope="module")
+def rgb_vqz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("plugin") / "small.vqz"
+    path.write_bytes(codec.compress(synthetic(), quality=3))
+    return path
+
+
+def test_registered_like_a_pillow_format() -> None:
+    assert Image.registered_extensions()[".vqz"] == "VQZ"
+
+
+def test_open_reads_header_then_decodes_same_pixels_as_decompress(rgb_vqz: Path) -> None:
+    data = rgb_vqz.read_bytes()
+    with Image.open(rgb_vqz) as im:
+        assert im.format == "VQZ"
+        assert im.size == (64, 48) and im.mode == "RGB"
+        assert im.info == {"model": "default", "quality": 3}
+        pixels = np.asarray(im)
+    assert np.array_equal(pixels, np.asarray(codec.decompress(data)))
+
+
+def test_open_recognises_magic_bytes_whatever_the_name(rgb_vqz: Path) -> None:
+    with Image.open(io.BytesIO(rgb_vqz.read_bytes())) as im:
+        assert im.format == "VQZ"
+    with Image.open(io.BytesIO(rgb_vqz.read_bytes()), formats=["VQZ"]) as im:
+        assert im.size == (64, 48)
+
+
+def test_open_matches_cli_decompress(tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    synthetic(size=(40, 30), seed=3).save(src)
+    runner = CliRunner()
+    assert runner.invoke(app, ["compress", str(src), "-q", "2", "-o", str(tmp_path / "x.vqz")]).exit_code == 0
+    assert runner.invoke(app, ["decompress", str(tmp_path / "x.vqz"), "-o", str(tmp_path / "x.png")]).exit_code == 0
+    with Image.open(tmp_path / "x.vqz") as via_pillow, Image.open(tmp_path / "x.png") as via_cli:
+        assert via_pillow.format == "VQZ"
+        assert np.array_equal(np.asarray(via_pillow), np.asarray(via_cli))
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGB", "RGBA"])
+def test_save_encodes_like_compress_and_round_trips_mode(tmp_path: Path, mode: str) -> None:
+    im = synthetic(mode)
+    path = tmp_path / "out.vqz"
+    im.save(path, quality=2)
+    data = path.read_bytes()
+    assert data == codec.compress(im, quality=2)
+    assert codec.info(data).header.stages == 2
+    with Image.open(path) as back:
+        assert back.mode == mode
+        if mode in ("LA", "RGBA"):
+            assert np.array_equal(np.asarray(back.getchannel("A")), np.asarray(im.getchannel("A")))
+
+
+def test_save_to_file_object_with_format_and_default_quality() -> None:
+    im = synthetic()
+    buf = io.BytesIO()
+    im.save(buf, format="VQZ")
+    assert buf.getvalue().startswith(container.MAGIC)
+    assert buf.getvalue() == codec.compress(im)
+
+
+def test_save_with_model_parameter(tmp_path: Path) -> None:
+    model = vqcodec.load_model("default")
+    im = synthetic()
+    im.save(tmp_path / "m.vqz", model=model, quality=1)
+    assert (tmp_path / "m.vqz").read_bytes() == codec.compress(im, model, 1)
+
+
+def test_save_rejects_bad_quality_and_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="quality must be"):
+        synthetic().save(tmp_path / "bad.vqz", quality=99)
+    assert not (tmp_path / "bad.vqz").exists()
+
+
+def test_damaged_header_is_unidentified(rgb_vqz: Path) -> None:
+    data = rgb_vqz.read_bytes()
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(data[:12]))
+    bad_version = data[:8] + b"\x09" + data[9:]
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(bad_version))
+
+
+def test_damaged_payload_opens_but_load_raises_oserror(rgb_vqz: Path) -> None:
+    data = bytearray(rgb_vqz.read_bytes())
+    data[-6] ^= 0xFF
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        assert im.size == (64, 48)
+        with pytest.raises(OSError, match="checksum"):
+            im.load()
+
+
+def test_decoding_is_deferred_until_load(rgb_vqz: Path) -> None:
+    f = container.unpack(rgb_vqz.read_bytes())
+    data = container.pack(dataclasses.replace(f, header=dataclasses.replace(f.header, model_name="not-installed")))
+    with Image.open(io.BytesIO(data)) as im:
+        assert (im.size, im.mode, im.info["model"]) == ((64, 48), "RGB", "not-installed")
+        with pytest.raises(OSError, match="not installed"):
+            im.load()
+
+
+def test_other_formats_unaffected(tmp_path: Path) -> None:
+    synthetic().save(tmp_path / "x.png")
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.format == "PNG"

@@ -1,0 +1,171 @@
+"""Tokens: index grids saved to .npz and decoded back, exactly as compress + decompress would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cli.main import app
+from vqcodec import codec
+from vqcodec.errors import OutputError
+from vqcodec.tokens import TokensError, detokenize, load_tokens, model_for_tokens, save_tokens, tokenize
+from vqcodec.zoo import CodecModel
+
+
+def synthetic(mode: str = "RGB", size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
+    """A small image with smooth gradients, an edge and some noise, in the given mode."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    rgb = np.stack([x * 255 / w, y * 255 / h, ((x // 16 + y // 12) % 2) * 200], axis=2)
+    rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+    im = Image.fromarray(rgb, "RGB")
+    if mode in ("RGBA", "LA"):
+        im.putalpha(Image.fromarray((x * 4 % 256).astype(np.uint8), "L"))
+    return im.convert(mode)
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    """Three small files: RGB (not a multiple of the stride), grayscale, RGBA."""
+    paths = []
+    for i, (mode, size) in enumerate([("RGB", (61, 45)), ("L", (32, 40)), ("RGBA", (64, 48))]):
+        path = tmp_path / f"img{i}.png"
+        synthetic(mode, size, seed=i).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_tokens_equal_the_grids_compress_codes(images: list[Path], tiny_model: CodecModel) -> None:
+    model = tiny_model
+    tokens = tokenize(images, model, quality=3)
+    assert (tokens.model_name, tokens.fingerprint, tokens.quality) == (model.name, model.fingerprint.hex(), 3)
+    for path, t in zip(images, tokens.images):
+        _, _, grids = codec.decompress_indices(codec.compress(path, model, 3), model)
+        assert t.grids.dtype.kind == "u" and t.grids.shape == grids.shape
+        assert np.array_equal(t.grids, grids)
+        assert t.name == path.name
+
+
+@pytest.mark.parametrize("quality", [1, 4])
+def test_save_load_detokenize_reproduces_decompress(tmp_path: Path, images: list[Path], quality: int,
+                                                     default_model: CodecModel) -> None:
+    model = default_model
+    save_tokens(tokenize(images, model, quality), tmp_path / "t.npz")
+    loaded = load_tokens(tmp_path / "t.npz")
+    assert model_for_tokens(loaded) is model
+    assert [t.mode for t in loaded.images] == ["RGB", "L", "RGBA"]
+    for path, t in zip(images, loaded.images):
+        expected = codec.decompress(codec.compress(path, model, quality), model)
+        got = detokenize(t, model)
+        assert (got.mode, got.size) == (expected.mode, expected.size)
+        assert np.array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_npz_is_plain_numpy_and_names_its_model(tmp_path: Path, images: list[Path], tiny_model: CodecModel) -> None:
+    save_tokens(tokenize(images[:1], tiny_model, quality=2), tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz", allow_pickle=False) as z:
+        assert (str(z["model"]), str(z["fingerprint"])) == ("tiny", tiny_model.fingerprint.hex())
+        assert z["tokens_0"].shape == (2, *codec.grid_shape(tiny_model, 61, 45))
+        assert int(z["codebook_size"]) == tiny_model.config.codebook_size
+        assert z["sizes"].tolist() == [[61, 45]]
+    with pytest.raises(TokensError, match="not installed"):
+        model_for_tokens(load_tokens(tmp_path / "t.npz"))
+    assert model_for_tokens(load_tokens(tmp_path / "t.npz"), tiny_model) is tiny_model
+
+
+def test_save_refuses_to_overwrite(tmp_path: Path, images: list[Path], tiny_model: CodecModel) -> None:
+    tokens = tokenize(images[:1], tiny_model, quality=1)
+    save_tokens(tokens, tmp_path / "t.npz")
+    with pytest.raises(OutputError, match="already exists"):
+        save_tokens(tokens, tmp_path / "t.npz")
+    save_tokens(tokens, tmp_path / "t.npz", overwrite=True)
+
+
+def _rewrite(path: Path, **changes: np.ndarray) -> None:
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+def test_load_rejects_damaged_files(tmp_path: Path, images: list[Path], tiny_model: CodecModel) -> None:
+    path = tmp_path / "t.npz"
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(TokensError, match="not a tokens"):
+        load_tokens(tmp_path / "junk.npz")
+    with pytest.raises(TokensError, match="no such file"):
+        load_tokens(tmp_path / "missing.npz")
+    save_tokens(tokenize(images, tiny_model, quality=2), path)
+    grid = codec.grid_shape(tiny_model, 61, 45)
+    _rewrite(path, tokens_0=np.full((2, *grid), 16, dtype=np.uint8))
+    with pytest.raises(TokensError, match="outside 0..15"):
+        load_tokens(path)
+    _rewrite(path, tokens_0=np.zeros((3, *grid), dtype=np.uint8))
+    with pytest.raises(TokensError, match="shape"):
+        load_tokens(path)
+    _rewrite(path, tokens_0=np.zeros((2, *grid), dtype=np.uint8), modes=np.array(["RGB", "L", "RGB"]))
+    with pytest.raises(TokensError, match="alpha"):
+        load_tokens(path)
+
+
+def test_detokenize_checks_model_and_grid(tmp_path: Path, images: list[Path], default_model: CodecModel) -> None:
+    path = tmp_path / "t.npz"
+    save_tokens(tokenize(images[:1], default_model, quality=2), path)
+    _rewrite(path, fingerprint=np.array("00" * 32))
+    with pytest.raises(TokensError, match="not by the given model"):
+        model_for_tokens(load_tokens(path))
+    _rewrite(path, model=np.array("not-installed"))
+    with pytest.raises(TokensError, match="not installed"):
+        model_for_tokens(load_tokens(path))
+    save_tokens(tokenize(images[:1], default_model, quality=2), path, overwrite=True)
+    _rewrite(path, sizes=np.array([[200, 45]]))
+    with pytest.raises(TokensError, match="does not fit"):
+        detokenize(load_tokens(path).images[0], default_model)
+
+
+def test_cli_tokens_then_detokenize_equals_decompress(tmp_path: Path, images: list[Path]) -> None:
+    runner = CliRunner()
+    src = images[0]
+    assert runner.invoke(app, ["compress", str(src), "-q", "3", "-o", str(tmp_path / "x.vqz")]).exit_code == 0
+    assert runner.invoke(app, ["decompress", str(tmp_path / "x.vqz"), "-o", str(tmp_path / "x.png")]).exit_code == 0
+    result = runner.invoke(app, ["tokens", str(src), "-q", "3", "--out", str(tmp_path / "t.npz")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["detokenize", str(tmp_path / "t.npz"), "-o", str(tmp_path / "y.png")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "x.png") as a, Image.open(tmp_path / "y.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    again = runner.invoke(app, ["detokenize", str(tmp_path / "t.npz"), "-o", str(tmp_path / "y.png")])
+    assert isinstance(again.exception, OutputError)
+
+
+def test_cli_with_model_file_and_clashing_names(tmp_path: Path, tiny_model_path: Path) -> None:
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        synthetic(size=(24, 16)).save(tmp_path / sub / "same.png")
+    runner = CliRunner()
+    inputs = [str(tmp_path / "a" / "same.png"), str(tmp_path / "b" / "same.png")]
+    model = ["--model", str(tiny_model_path)]
+    assert runner.invoke(app, ["tokens", *inputs, *model, "-q", "1", "-o", str(tmp_path / "t.npz")]).exit_code == 0
+    result = runner.invoke(app, ["detokenize", str(tmp_path / "t.npz"), *model, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["same-0.png", "same-1.png"]
+
+
+def test_cli_tokens_rejects_bad_quality(tmp_path: Path, images: list[Path]) -> None:
+    result = CliRunner().invoke(app, ["tokens", str(images[0]), "-q", "0", "-o", str(tmp_path / "t.npz")])
+    assert result.exit_code == 2
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_tokenize_pil_images_are_named_by_position(tiny_model: CodecModel) -> None:
+    tokens = tokenize([synthetic(), synthetic("L")], tiny_model, quality=1)
+    assert [t.name for t in tokens.images] == ["image0", "image1"]
+    got = detokenize(tokens.images[1], tiny_model)
+    expected = codec.decompress(codec.compress(synthetic("L"), tiny_model, 1), tiny_model)
+    assert got.mode == "L"
+    assert np.array_equal(np.asarray(got), np.asarray(expected))

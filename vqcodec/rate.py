@@ -1,0 +1,65 @@
+"""Rate control: find the quality and rate weight that land a file on a target size.
+
+Quality (the number of residual stages) moves the rate in coarse steps; the rate
+weight lambda of rate-aware quantization moves it smoothly below each step. For a
+target, `search` takes the lowest quality that reaches it at lambda = 0 and the next
+one, bisects lambda on each until the size is within tolerance, and keeps whichever
+lands with the smaller latent distortion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Measure = Callable[[int, float], tuple[int, float]]
+"""(quality, lambda) -> (bytes, latent distortion) of the resulting file."""
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One evaluated setting."""
+
+    quality: int
+    rate_weight: float
+    size: int
+    distortion: float
+
+
+def _bisect(measure: Measure, quality: int, target: float, tolerance: float, steps: int) -> RatePoint:
+    """Largest-rate point at or under `target * (1 + tolerance)` reachable by raising lambda from 0."""
+    size, dist = measure(quality, 0.0)
+    best = RatePoint(quality, 0.0, size, dist)
+    if size <= target * (1 + tolerance):
+        return best
+    lo, hi = 0.0, 1e-3
+    while True:
+        size, dist = measure(quality, hi)
+        if size <= target or hi > 1e6:
+            break
+        lo, hi = hi, hi * 4
+    best = RatePoint(quality, hi, size, dist)
+    for _ in range(steps):
+        if abs(best.size - target) <= tolerance * target:
+            break
+        mid = (lo + hi) / 2
+        size, dist = measure(quality, mid)
+        if size > target:
+            lo = mid
+        else:
+            hi = mid
+        point = RatePoint(quality, mid, size, dist)
+        if abs(point.size - target) < abs(best.size - target):
+            best = point
+    return best
+
+
+def search(measure: Measure, stages: int, target_size: float, tolerance: float = 0.02, steps: int = 24) -> RatePoint:
+    """The setting whose size is closest to `target_size` (within `tolerance` when reachable)."""
+    full = [measure(q, 0.0)[0] for q in range(1, stages + 1)]
+    first = next((q for q, size in enumerate(full, start=1) if size >= target_size), stages)
+    candidates = [_bisect(measure, q, target_size, tolerance, steps) for q in range(first, min(first + 1, stages) + 1)]
+    within = [p for p in candidates if abs(p.size - target_size) <= tolerance * target_size]
+    if within:
+        return min(within, key=lambda p: p.distortion)
+    return min(candidates, key=lambda p: abs(p.size - target_size))

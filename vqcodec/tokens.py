@@ -1,0 +1,174 @@
+"""Index grids as discrete tokens, saved to `.npz` for generative models, and decoded back to images.
+
+`tokenize` encodes images to the same index grids `compress` would entropy-code:
+one integer grid per residual stage, shape (quality, grid_h, grid_w), codes in
+0..K-1 where K is the model's codebook size. `detokenize` decodes a grid back to
+the image `decompress` gives for a `.vqz` file of the same image and quality,
+pixel for pixel.
+
+The `.npz` file (read with `numpy.load`, no pickle needed) holds:
+
+    model          str      name of the model that made the tokens
+    fingerprint    str      the model's SHA-256 fingerprint, hex
+    codebook_size  int      K
+    quality        int      stages per grid
+    names          str[N]   file name of every image
+    sizes          int[N,2] width, height of every image
+    modes          str[N]   image mode to restore (L, LA, RGB, RGBA)
+    tokens_<i>     uint[Q,h,w]  the grids of image i (smallest unsigned type that holds K-1)
+    alpha_<i>      uint8[H,W]   the alpha plane of image i, when it has one (kept verbatim)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vqcodec import codec
+from vqcodec.container import MODE_CODES, check_limits
+from vqcodec.errors import TokensError, VqzError
+from vqcodec.images import MAX_INPUT_PIXELS, assemble, open_image, prepare
+from vqcodec.safe_io import write_atomic
+from vqcodec.zoo import CodecModel, load_model, shipped_models
+
+_META_KEYS = ("model", "fingerprint", "codebook_size", "quality", "names", "sizes", "modes")
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """One image as tokens: its index grids (quality, grid_h, grid_w) and what is needed to rebuild it."""
+
+    name: str
+    grids: np.ndarray
+    width: int
+    height: int
+    mode: str
+    alpha: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Tokens of several images, all made by one model at one quality."""
+
+    model_name: str
+    fingerprint: str
+    codebook_size: int
+    quality: int
+    images: tuple[ImageTokens, ...]
+
+
+def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: codec.ModelLike = None,
+             quality: int | None = None, max_pixels: int = MAX_INPUT_PIXELS) -> TokenSet:
+    """Encode images (paths or PIL images) to index grids with `model` at `quality` (as `compress` does)."""
+    m = model if isinstance(model, CodecModel) else load_model(model)
+    q = codec.check_quality(m, quality)
+    items = []
+    for i, source in enumerate(images):
+        prepared = prepare(open_image(source, max_pixels))
+        height, width = prepared.rgb.shape[:2]
+        grids = codec.encode_indices(m, prepared.rgb, q).astype(np.min_scalar_type(m.config.codebook_size - 1))
+        name = Path(source).name if isinstance(source, (str, os.PathLike)) else f"image{i}"
+        items.append(ImageTokens(name, grids, width, height, prepared.mode, prepared.alpha))
+    return TokenSet(m.name, m.fingerprint.hex(), m.config.codebook_size, q, tuple(items))
+
+
+def save_tokens(tokens: TokenSet, path: str | os.PathLike[str], overwrite: bool = False,
+                inputs: Sequence[Path] = ()) -> None:
+    """Write a tokens `.npz` file atomically (refusing to replace a file unless `overwrite`)."""
+    arrays: dict[str, np.ndarray] = {
+        "model": np.array(tokens.model_name),
+        "fingerprint": np.array(tokens.fingerprint),
+        "codebook_size": np.array(tokens.codebook_size),
+        "quality": np.array(tokens.quality),
+        "names": np.array([t.name for t in tokens.images], dtype=str),
+        "sizes": np.array([(t.width, t.height) for t in tokens.images], dtype=np.int64).reshape(-1, 2),
+        "modes": np.array([t.mode for t in tokens.images], dtype=str),
+    }
+    for i, t in enumerate(tokens.images):
+        arrays[f"tokens_{i}"] = t.grids
+        if t.alpha is not None:
+            arrays[f"alpha_{i}"] = t.alpha
+    write_atomic(path, lambda f: np.savez_compressed(f, **arrays), overwrite=overwrite, inputs=inputs)
+
+
+def load_tokens(path: str | os.PathLike[str]) -> TokenSet:
+    """Read and check a tokens file written by `save_tokens`; raises `TokensError` saying what is wrong."""
+    try:
+        raw = Path(path).read_bytes()
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise TokensError(f"{path}: no such file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise TokensError(f"{path}: not a tokens .npz file ({exc})") from None
+    missing = [key for key in _META_KEYS if key not in arrays]
+    if missing:
+        raise TokensError(f"{path}: not a tokens file (missing {', '.join(missing)})")
+    try:
+        quality = int(arrays["quality"])
+        codebook_size = int(arrays["codebook_size"])
+        names = [str(n) for n in arrays["names"]]
+        sizes = arrays["sizes"].astype(np.int64).reshape(len(names), 2)
+        modes = [str(m) for m in arrays["modes"]]
+    except (TypeError, ValueError) as exc:
+        raise TokensError(f"{path}: bad metadata ({exc})") from None
+    if len(modes) != len(names) or any(mode not in MODE_CODES for mode in modes):
+        raise TokensError(f"{path}: bad image modes {modes}")
+    images = []
+    for i, (name, (width, height), mode) in enumerate(zip(names, sizes.tolist(), modes)):
+        grids = arrays.get(f"tokens_{i}")
+        if grids is None or grids.ndim != 3 or grids.shape[0] != quality or grids.dtype.kind not in "iu":
+            raise TokensError(f"{path}: tokens_{i} must be an integer array of shape ({quality}, rows, columns)")
+        try:
+            check_limits(width, height, grids.shape[1], grids.shape[2])
+        except VqzError as exc:
+            raise TokensError(f"{path}: image {i}: {exc}") from None
+        if grids.min() < 0 or grids.max() >= codebook_size:
+            raise TokensError(f"{path}: tokens_{i} holds codes outside 0..{codebook_size - 1}")
+        alpha = arrays.get(f"alpha_{i}")
+        if (alpha is not None) != (mode in ("LA", "RGBA")):
+            has = "has" if alpha is not None else "lacks"
+            raise TokensError(f"{path}: image {i} is mode {mode} but {has} an alpha plane")
+        if alpha is not None and (alpha.dtype != np.uint8 or alpha.shape != (height, width)):
+            raise TokensError(f"{path}: alpha_{i} must be uint8 of shape ({height}, {width})")
+        images.append(ImageTokens(name, grids, width, height, mode, alpha))
+    return TokenSet(str(arrays["model"]), str(arrays["fingerprint"]), codebook_size, quality, tuple(images))
+
+
+def model_for_tokens(tokens: TokenSet, model: codec.ModelLike = None) -> CodecModel:
+    """The model that made the tokens: the given one, or the shipped model they name; checked."""
+    if model is None:
+        if tokens.model_name not in shipped_models():
+            raise TokensError(
+                f"tokens were made by model '{tokens.model_name}', which is not installed "
+                "(pass the model file with --model)"
+            )
+        m = load_model(tokens.model_name)
+    else:
+        m = model if isinstance(model, CodecModel) else load_model(model)
+    if m.fingerprint.hex() != tokens.fingerprint:
+        raise TokensError(
+            f"tokens were made by model '{tokens.model_name}' ({tokens.fingerprint[:16]}), "
+            f"not by the given model '{m.name}' ({m.fingerprint.hex()[:16]})"
+        )
+    if tokens.quality > m.config.num_stages:
+        raise TokensError(f"tokens hold {tokens.quality} stages, the model has only {m.config.num_stages}")
+    return m
+
+
+def detokenize(tokens: ImageTokens, model: CodecModel) -> Image.Image:
+    """Decode one image's grids with the model that made them (see `model_for_tokens`)."""
+    if tuple(tokens.grids.shape[1:]) != codec.grid_shape(model, tokens.width, tokens.height):
+        raise TokensError(
+            f"{tokens.name}: index grid {tokens.grids.shape[1]}x{tokens.grids.shape[2]} "
+            f"does not fit a {tokens.width}x{tokens.height} image"
+        )
+    rgb = codec.decode_indices(model, tokens.grids, tokens.width, tokens.height)
+    return assemble(rgb, tokens.alpha, tokens.mode)
