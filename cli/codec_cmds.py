@@ -53,7 +53,7 @@ def compress(
     output: Output = None,
     model: ModelOpt = None,
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's stage count (best); default: middle.")] = None,
-    target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.0, min_open=True, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
+    target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
     jobs: Jobs = 1,
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs larger than this many pixels.")] = MAX_INPUT_PIXELS,
     force: Force = False,
