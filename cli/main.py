@@ -7,7 +7,10 @@ import sys
 import typer
 
 from cli.console import err_console
+from cli.bench_cmd import bench
 from cli.codec_cmds import compress, decompress, info
+from cli.demo_cmd import demo
+from cli.tokens_cmd import detokenize, tokens
 from cli.train_cmd import train
 from vqcodec.errors import VqcodecError
 
@@ -21,7 +24,11 @@ app = typer.Typer(
 app.command()(compress)
 app.command()(decompress)
 app.command()(info)
+app.command()(bench)
 app.command()(train)
+app.command()(demo)
+app.command()(tokens)
+app.command()(detokenize)
 
 
 @app.callback()

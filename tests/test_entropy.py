@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vqcodec.entropy import FrequencyPrior
+from vqcodec.entropy import ContextPrior, FrequencyPrior
 
 
 def skewed_prior(k: int = 512, stages: int = 2) -> FrequencyPrior:
@@ -54,3 +54,59 @@ def test_rejects_bad_counts_and_symbols() -> None:
         skewed_prior().encode(np.array([512]), 0)
     with pytest.raises(ValueError):
         skewed_prior().decode(b"abc", 0, 1)
+
+
+def correlated_grids(rng: np.random.Generator, k: int = 64, stages: int = 3, shape=(24, 32)) -> np.ndarray:
+    """Stage s's code depends strongly on stage s-1's code at the same cell, as in residual VQ."""
+    grids = np.empty((stages, *shape), dtype=np.int64)
+    grids[0] = rng.integers(0, k, shape)
+    for s in range(1, stages):
+        noise = rng.integers(-2, 3, shape)
+        grids[s] = (grids[s - 1] * 7 + noise) % k
+    return grids
+
+
+def fitted_context_prior(rng: np.random.Generator, k: int = 64, stages: int = 3) -> ContextPrior:
+    train = [correlated_grids(rng, k, stages) for _ in range(20)]
+    first = sum(np.bincount(g[0].ravel(), minlength=k) for g in train)
+    pairs = np.zeros((stages - 1, k, k), dtype=np.int64)
+    for g in train:
+        for s in range(1, stages):
+            np.add.at(pairs[s - 1], (g[s - 1].ravel(), g[s].ravel()), 1)
+    return ContextPrior.fit(first, pairs, num_groups=16)
+
+
+def test_context_prior_round_trips_and_stays_near_ideal() -> None:
+    rng = np.random.default_rng(0)
+    prior = fitted_context_prior(rng)
+    grids = correlated_grids(rng)
+    streams = prior.encode_grids(grids)
+    assert np.array_equal(prior.decode_grids(streams, *grids.shape[1:]), grids)
+    assert np.array_equal(prior.decode_grids(streams[:2], *grids.shape[1:]), grids[:2])
+    assert 8 * sum(map(len, streams)) <= 1.01 * prior.ideal_bits(grids) + 8 * 8 * len(streams)
+
+
+def test_context_prior_beats_per_stage_frequencies_on_correlated_stages() -> None:
+    rng = np.random.default_rng(1)
+    context = fitted_context_prior(rng)
+    frequency = FrequencyPrior(context.counts.sum(1) - (context.counts.shape[1] - 1))
+    grids = correlated_grids(rng)
+    with_context = sum(map(len, context.encode_grids(grids)))
+    without = sum(map(len, frequency.encode_grids(grids)))
+    assert with_context < 0.8 * without
+
+
+@given(st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_context_prior_round_trips_any_grid(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    prior = fitted_context_prior(np.random.default_rng(5), k=16, stages=2)
+    grids = rng.integers(0, 16, (2, int(rng.integers(1, 9)), int(rng.integers(1, 9))))
+    assert np.array_equal(prior.decode_grids(prior.encode_grids(grids), *grids.shape[1:]), grids)
+
+
+def test_context_prior_rejects_inconsistent_tables() -> None:
+    with pytest.raises(ValueError):
+        ContextPrior(np.ones((2, 4, 8), dtype=np.int64), np.zeros((2, 7), dtype=np.int64))
+    with pytest.raises(ValueError):
+        ContextPrior(np.ones((2, 4, 8), dtype=np.int64), np.full((2, 8), 4))

@@ -107,7 +107,7 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     """
     penalties = None
     if rate_weight > 0:
-        bits = np.stack([-np.log2(model.prior.probabilities(s)) for s in range(quality)])
+        bits = np.stack([model.prior.code_bits(s) for s in range(quality)])
         penalties = torch.from_numpy(bits).float() * rate_weight
     idx = model.net.quantizer.encode(latents, quality, penalties)
     return idx.reshape(quality, *grid).numpy()
@@ -138,7 +138,7 @@ def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: i
 
 def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray) -> bytes:
     """Entropy-code index grids and wrap them, with the alpha plane, in a .vqz container."""
-    streams = tuple(model.prior.encode(indices[s], s) for s in range(indices.shape[0]))
+    streams = model.prior.encode_grids(indices)
     alpha = zlib.compress(prepared.alpha.tobytes(), 9) if prepared.alpha is not None else b""
     height, width = prepared.rgb.shape[:2]
     header = VqzHeader(
@@ -238,12 +238,10 @@ def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None
         # A stream cannot hold more symbols than its bits pay for: refuse before allocating a grid.
         if 0.98 * cells * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
             raise VqzError(f"stage {s + 1} stream is too short for a {h.grid_h}x{h.grid_w} grid")
-    grids = np.empty((q, h.grid_h, h.grid_w), dtype=np.int64)
-    for s in range(q):
-        try:
-            grids[s] = m.prior.decode(f.streams[s], s, cells).reshape(h.grid_h, h.grid_w)
-        except (ValueError, RuntimeError, AssertionError) as exc:
-            raise VqzError(f"stage {s + 1} stream is damaged ({exc})") from None
+    try:
+        grids = m.prior.decode_grids(f.streams[:q], h.grid_h, h.grid_w)
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise VqzError(f"a stage stream is damaged ({exc})") from None
     return f, m, grids
 
 

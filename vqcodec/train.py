@@ -6,7 +6,8 @@
 3. Train jointly: MSE + commitment loss, EMA codebooks, restart of dead codes, and
    quantizer dropout (a random number of stages per step) so that every prefix of
    stages decodes well: that prefix length is the codec's quality.
-4. Fit the entropy prior on the index statistics of the training images, export.
+4. Fit the entropy prior (stage contexts, see `vqcodec.entropy.ContextPrior`) on the
+   index statistics of the training images, export.
 
 Runs alike on one process or under `torchrun` (DistributedDataParallel; gloo on CPU,
 nccl on GPU). Checkpoints are plain tensors saved atomically and read back with
@@ -35,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
-from vqcodec.entropy import FrequencyPrior
+from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, ModelConfig, _to_rows
 from vqcodec.zoo import save_model
@@ -219,18 +220,28 @@ def center_crop_to_stride(pixels: np.ndarray, stride: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def index_histogram(net: VQVAE, files: list[Path], device: torch.device) -> np.ndarray:
-    """Counts of every index at every stage over whole images: the data the prior is fitted on."""
+def index_statistics(net: VQVAE, files: list[Path], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Stage-0 code counts (K,) and pair counts (stages - 1, K, K) of (previous stage's code, code)
+    at the same cell, over whole images: the data the entropy prior is fitted on."""
     cfg = net.config
-    hist = np.zeros((cfg.num_stages, cfg.codebook_size), dtype=np.int64)
+    k = cfg.codebook_size
+    first = np.zeros(k, dtype=np.int64)
+    pairs = np.zeros((cfg.num_stages - 1, k, k), dtype=np.int64)
     for path in files:
         x = center_crop_to_stride(read_rgb(path), cfg.stride).to(device)
         if x.shape[-1] == 0 or x.shape[-2] == 0:
             continue
-        idx = net.encode(x)[0].cpu().numpy()
-        for s in range(cfg.num_stages):
-            hist[s] += np.bincount(idx[s].ravel(), minlength=cfg.codebook_size)
-    return hist
+        idx = net.encode(x)[0].reshape(cfg.num_stages, -1).cpu().numpy()
+        first += np.bincount(idx[0], minlength=k)
+        for s in range(1, cfg.num_stages):
+            pairs[s - 1] += np.bincount(idx[s - 1] * k + idx[s], minlength=k * k).reshape(k, k)
+    return first, pairs
+
+
+def fit_prior(net: VQVAE, files: list[Path], device: torch.device, seed: int = 0) -> ContextPrior:
+    """The context prior of a trained network, fitted on the index statistics of `files`."""
+    first, pairs = index_statistics(net, files, device)
+    return ContextPrior.fit(first, pairs, seed=seed)
 
 
 @torch.no_grad()
@@ -351,8 +362,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     net.eval()
     if rank.main:
-        hist = index_histogram(net, dataset.files, device)
-        save_model(net.cpu(), FrequencyPrior.fit(hist), cfg.out)
+        save_model(net.cpu(), fit_prior(net, dataset.files, device, cfg.seed), cfg.out)
         _write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
     if rank.world > 1:
         dist.barrier()

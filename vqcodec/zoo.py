@@ -1,7 +1,7 @@
 """Model files: safetensors weights with the config and entropy prior inside, and the shipped models.
 
 A model file holds the network's tensors, the prior's integer counts as the tensor
-`prior.counts`, and in its metadata the `ModelConfig` as JSON and a fingerprint: a
+`prior.counts` (and for a context prior its code-to-group map `prior.groups`), and in its metadata the `ModelConfig` as JSON and a fingerprint: a
 SHA-256 over every tensor's name, dtype, shape and bytes plus the config. Loading
 recomputes the fingerprint and refuses a file whose content does not match it, and
 `.vqz` files name the fingerprint of the model that wrote them.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -19,15 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from safetensors import safe_open
 
-from vqcodec.entropy import FrequencyPrior
+from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import ModelError
 from vqcodec.model import VQVAE, ModelConfig
+from vqcodec.safe_io import write_bytes_atomic
 
 DEFAULT_MODEL = "default"
 PRIOR_KEY = "prior.counts"
+GROUPS_KEY = "prior.groups"
+Prior = FrequencyPrior | ContextPrior
 FORMAT_TAG = "vqcodec-model-1"
 
 
@@ -36,7 +38,7 @@ class CodecModel:
     """A network in eval mode, its entropy prior and its identity."""
 
     net: VQVAE
-    prior: FrequencyPrior
+    prior: Prior
     fingerprint: bytes
 
     @property
@@ -58,29 +60,23 @@ def fingerprint(tensors: dict[str, torch.Tensor], config_json: str) -> bytes:
     return h.digest()
 
 
-def _state_tensors(net: VQVAE, prior: FrequencyPrior) -> dict[str, torch.Tensor]:
+def _state_tensors(net: VQVAE, prior: Prior) -> dict[str, torch.Tensor]:
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tensors[PRIOR_KEY] = torch.from_numpy(prior.counts.astype(np.int64))
+    tensors[PRIOR_KEY] = torch.from_numpy(prior.counts.astype(np.int32))
+    if isinstance(prior, ContextPrior):
+        tensors[GROUPS_KEY] = torch.from_numpy(prior.groups.astype(np.int32))
     return tensors
 
 
-def save_model(net: VQVAE, prior: FrequencyPrior, path: str | os.PathLike[str]) -> bytes:
+def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str]) -> bytes:
     """Write a model file atomically; returns its fingerprint."""
-    if prior.num_stages != net.config.num_stages or prior.counts.shape[1] != net.config.codebook_size:
+    if prior.num_stages != net.config.num_stages or prior.counts.shape[-1] != net.config.codebook_size:
         raise ValueError("prior shape does not match the model's stages and codebook size")
     tensors = _state_tensors(net, prior)
     config_json = net.config.to_json()
     digest = fingerprint(tensors, config_json)
     meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, save(tensors, metadata=meta), overwrite=True)
     return digest
 
 
@@ -141,7 +137,12 @@ def _load(path: Path) -> CodecModel:
         raise ModelError(f"{path}: content does not match its fingerprint (file altered or damaged)")
     if PRIOR_KEY not in tensors:
         raise ModelError(f"{path}: model file has no entropy prior")
-    prior = FrequencyPrior(tensors.pop(PRIOR_KEY).numpy())
+    try:
+        counts = tensors.pop(PRIOR_KEY).numpy().astype(np.int64)
+        prior: Prior = (ContextPrior(counts, tensors.pop(GROUPS_KEY).numpy()) if GROUPS_KEY in tensors
+                        else FrequencyPrior(counts))
+    except ValueError as exc:
+        raise ModelError(f"{path}: bad entropy prior ({exc})") from None
     net = VQVAE(config)
     try:
         net.load_state_dict(tensors, strict=True)

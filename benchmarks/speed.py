@@ -1,0 +1,168 @@
+"""Speed and memory of vqcodec: compress/decompress time per quality at fixed image sizes, peak RSS.
+
+Times come from this process with the model loaded once and a warm-up excluded; each point is the
+median of up to `MAX_REPEATS` runs (fewer when the runs already took `MIN_TIME_S`). Peak resident
+memory is measured in a fresh Python process (`python -m benchmarks.speed JOB`) that loads the model,
+reads its input, notes its resident memory (the baseline), runs one compress or decompress and reports
+the peak resident memory during it, so the figure belongs to the codec and not to the benchmark around it.
+The test images are the first benchmark image resized (bicubic) to each size; none is written out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vqcodec import codec as vq
+from vqcodec.zoo import load_model, shipped_models
+
+from benchmarks.results import Memory, SpeedResult, Timing
+
+SIZES: tuple[tuple[int, int], ...] = ((768, 512), (4000, 3000))
+"""Image sizes timed by a full run: a Kodak-sized photo and a 12-megapixel camera image."""
+
+QUICK_SIZES: tuple[tuple[int, int], ...] = ((768, 512),)
+"""Image sizes timed by `--quick`."""
+
+MEMORY_SIZE: tuple[int, int] = (6000, 4000)
+"""Image size of the peak-memory runs of a full run: 24 megapixels, coded tile by tile."""
+
+QUICK_MEMORY_SIZE: tuple[int, int] = (768, 512)
+"""Image size of the peak-memory runs of `--quick`."""
+
+MIN_TIME_S = 1.0
+MAX_REPEATS = 3
+
+
+def speed_image(source: Path, width: int, height: int) -> Image.Image:
+    """The source image as RGB, resized (bicubic) to width x height unless it already has that size."""
+    with Image.open(source) as im:
+        rgb = im.convert("RGB")
+    return rgb if rgb.size == (width, height) else rgb.resize((width, height), Image.Resampling.BICUBIC)
+
+
+def steps(sizes: Sequence[tuple[int, int]], qualities: Sequence[int]) -> int:
+    """Progress steps of `measure_speed`: one per size and quality, plus the two memory runs."""
+    return len(sizes) * len(qualities) + 2
+
+
+def _time(model_name: str, image: Image.Image, quality: int) -> tuple[bytes, float, float, int]:
+    """The .vqz bytes and the median compress and decompress seconds, with the repeat count."""
+    model = load_model(model_name)
+    comp: list[float] = []
+    decomp: list[float] = []
+    data = b""
+    while len(comp) < MAX_REPEATS and sum(comp) + sum(decomp) < MIN_TIME_S:
+        t0 = time.perf_counter()
+        data = vq.compress(image, model, quality)
+        t1 = time.perf_counter()
+        vq.decompress(data, model)
+        t2 = time.perf_counter()
+        comp.append(t1 - t0)
+        decomp.append(t2 - t1)
+    return data, statistics.median(comp), statistics.median(decomp), len(comp)
+
+
+def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, threads: int) -> tuple[float, float]:
+    """Baseline and peak RSS in MiB of a fresh process compressing (input: .npy pixels) or decompressing (.vqz)."""
+    job = {"model": str(model_path), "operation": operation, "input": str(input_path), "quality": quality,
+           "threads": threads}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.speed", json.dumps(job)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory measurement of {operation} failed: {done.stderr.strip()[-2000:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return out["baseline_mib"], out["peak_mib"]
+
+
+def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]], qualities: Sequence[int],
+                  threads: int, on_step: Callable[[str], None],
+                  memory_size: tuple[int, int] = MEMORY_SIZE) -> tuple[list[Timing], list[Memory]]:
+    """Time every quality at every size, then measure peak RSS at `memory_size` and top quality.
+
+    `on_step` is called with a short label after each timed point and each memory run.
+    """
+    model = load_model(model_name)
+    timings: list[Timing] = []
+    top = max(qualities)
+    largest = memory_size
+    for width, height in sizes:
+        image = speed_image(source, width, height)
+        vq.decompress(vq.compress(image, model, min(qualities)), model)
+        for q in qualities:
+            data, comp, decomp, repeats = _time(model_name, image, q)
+            timings.append(Timing(width=width, height=height, quality=q, bytes=len(data),
+                                  bpp=8.0 * len(data) / (width * height), compress_s=comp, decompress_s=decomp,
+                                  repeats=repeats))
+            on_step(f"speed vqcodec-{model_name} {width}x{height} q{q}")
+    memory: list[Memory] = []
+    with tempfile.TemporaryDirectory(prefix="vqcodec-bench-") as tmp:
+        pixels, vqz = Path(tmp) / "image.npy", Path(tmp) / "image.vqz"
+        image = speed_image(source, *largest)
+        np.save(pixels, np.asarray(image))
+        vqz.write_bytes(vq.compress(image, model, top))
+        for operation, path in (("compress", pixels), ("decompress", vqz)):
+            base, peak = peak_rss(shipped_models()[model_name], operation, path, top, threads)
+            memory.append(Memory(width=largest[0], height=largest[1], quality=top, operation=operation,
+                                 baseline_mib=base, peak_mib=peak))
+            on_step(f"memory vqcodec-{model_name} {operation}")
+    return timings, memory
+
+
+PROC_STATUS = Path("/proc/self/status")
+PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _proc_mib(field: str) -> float:
+    match = re.search(rf"^{field}:\s+(\d+) kB", PROC_STATUS.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{PROC_STATUS} has no {field}")
+    return int(match.group(1)) / 1024
+
+
+def _maxrss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _memory_worker(job: dict[str, Any]) -> dict[str, float]:
+    """Set up (threads, model, input), then report resident memory before and at the peak of one operation.
+
+    On Linux the peak is VmHWM reset to the current RSS just before the operation (clear_refs 5), so
+    neither the model load's transient nor the parent (whose peak `ru_maxrss` inherits across exec)
+    leaks into it. Elsewhere both figures are `ru_maxrss`, an upper bound.
+    """
+    torch.set_num_threads(int(job["threads"]))
+    model = load_model(job["model"])
+    path = Path(job["input"])
+    operation: Callable[[], object]
+    if job["operation"] == "compress":
+        operation = partial(vq.compress, Image.fromarray(np.load(path)), model, int(job["quality"]))
+    else:
+        operation = partial(vq.decompress, path.read_bytes(), model)
+    linux = PROC_STATUS.is_file() and PROC_CLEAR_REFS.exists()
+    if linux:
+        baseline = _proc_mib("VmRSS")
+        PROC_CLEAR_REFS.write_text("5")
+    else:
+        baseline = _maxrss_mib()
+    operation()
+    return {"baseline_mib": baseline, "peak_mib": _proc_mib("VmHWM") if linux else _maxrss_mib()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_memory_worker(json.loads(sys.argv[1]))))

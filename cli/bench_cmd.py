@@ -1,0 +1,55 @@
+"""`vqcodec bench`: the CLI face of `benchmarks.runner.run_benchmark`, with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from cli.console import console, err_console
+
+
+def bench(
+    data: Annotated[Path, typer.Option("--data", help="Folder of test images, e.g. Kodak (searched recursively).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON results, report.md and plots.")],
+    codecs: Annotated[Optional[list[str]], typer.Option(
+        "--codecs", help="Codecs to run, comma-separated or repeated: vqcodec (every shipped model), "
+                         "vqcodec-NAME, jpeg, webp, jpeg2000, avif. Default: all.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Smoke test: 4 images, 3 settings per codec, 768x512 speed only.")] = False,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Threads for vqcodec (torch) and the AVIF encoder; recorded in the results.")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Recompute everything, ignoring cached results in --out.")] = False,
+) -> None:
+    """Benchmark vqcodec against JPEG, WebP, JPEG 2000 and AVIF: rate-distortion, BD-rate, speed and memory.
+
+    Writes NAME.json per codec, speed-vqcodec-NAME.json, report.md, rd-psnr.png and rd-msssim.png into
+    --out. Results whose inputs did not change are reused, so a rerun only redoes what is missing.
+
+    Example: vqcodec bench --data ../shared/data/kodak --out benchmarks/results/kodak
+    """
+    from benchmarks.codecs import select
+    from benchmarks.runner import BenchConfig, run_benchmark
+
+    names = [n.strip() for item in codecs for n in item.split(",") if n.strip()] if codecs else None
+    try:
+        select(names)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--codecs") from None
+    config = BenchConfig(data=data, out=out, codecs=names, quick=quick, threads=threads, force=force)
+    columns = [TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        tasks: list[TaskID] = []
+
+        def on_start(total: int) -> None:
+            tasks.append(progress.add_task("bench", total=total, info="" if total else "all results cached"))
+
+        def on_step(label: str) -> None:
+            progress.update(tasks[0], advance=1, info=label)
+
+        outcome = run_benchmark(config, on_start=on_start, on_step=on_step)
+    for path in outcome.files:
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    reused = f"; reused {', '.join(outcome.cached)}" if outcome.cached else ""
+    console.print(f"done in {outcome.elapsed_s:.0f} s{reused}", markup=False, highlight=False)

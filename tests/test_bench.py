@@ -1,0 +1,125 @@
+"""The benchmark suite: a `--quick` run of `vqcodec bench` on 4 Kodak images, its cache, metrics and errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from benchmarks import results
+from benchmarks.codecs import registry, select
+from benchmarks.metrics import as_tensor, ms_ssim, psnr
+from benchmarks.runner import load_images
+from cli.main import app
+from vqcodec.errors import DataError
+from vqcodec.zoo import shipped_models
+
+KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
+needs_kodak = pytest.mark.skipif(not KODAK.is_dir(), reason=f"{KODAK} is not there")
+
+
+def bench(out: Path, *extra: str) -> str:
+    done = CliRunner().invoke(app, ["bench", "--quick", "--data", str(KODAK), "--out", str(out), *extra])
+    assert done.exit_code == 0, done.output
+    return done.output
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    bench(out, "--threads", "1")
+    return out
+
+
+@needs_kodak
+def test_quick_run_writes_sane_results_for_every_codec(quick: Path) -> None:
+    names = list(registry())
+    assert len([n for n in names if n.startswith("vqcodec-")]) == len(shipped_models())
+    for name in names:
+        data = json.loads((quick / f"{name}.json").read_text())
+        assert data["name"] == name and data["threads"] == 1 and data["description"]
+        means = data["settings"]
+        assert len(means) == 3 and len(data["rows"]) == 4 * 3
+        bpp = [s["bpp"] for s in means]
+        assert bpp == sorted(bpp) and len(set(bpp)) == 3, f"{name}: bpp must grow with quality: {bpp}"
+        if not name.startswith("vqcodec-"):
+            assert [s["psnr"] for s in means] == sorted(s["psnr"] for s in means)
+            assert 20 < means[0]["psnr"] < means[-1]["psnr"] < 50
+        for row in data["rows"]:
+            assert row["bpp"] == pytest.approx(8 * row["bytes"] / (768 * 512))
+            assert 0 < row["ms_ssim"] <= 1 and math.isfinite(row["psnr"])
+            assert row["encode_s"] > 0 and row["decode_s"] > 0
+        for s in means:
+            rows = [r for r in data["rows"] if r["setting"] == s["setting"]]
+            assert s["psnr"] == pytest.approx(np.mean([r["psnr"] for r in rows]))
+
+
+@needs_kodak
+def test_quick_run_writes_report_plots_and_speed(quick: Path) -> None:
+    report = (quick / "report.md").read_text()
+    for name in registry():
+        assert f"### {name}" in report
+    for section in ("## Rate-distortion", "## BD-rate", "## Speed and memory", "## Run", "Quick smoke run"):
+        assert section in report
+    for plot in ("rd-psnr.png", "rd-msssim.png"):
+        with Image.open(quick / plot) as im:
+            assert im.format == "PNG" and im.width > 400 and im.height > 300
+    for name in shipped_models():
+        speed = json.loads((quick / f"speed-vqcodec-{name}.json").read_text())
+        assert [(t["width"], t["height"]) for t in speed["timings"]] == [(768, 512)] * 3
+        assert all(t["compress_s"] > 0 and t["decompress_s"] > 0 for t in speed["timings"])
+        assert [m["operation"] for m in speed["memory"]] == ["compress", "decompress"]
+        assert all(m["peak_mib"] >= m["baseline_mib"] > 50 for m in speed["memory"])
+
+
+@needs_kodak
+def test_rerun_reuses_the_cached_results(quick: Path) -> None:
+    before = {p.name: p.read_bytes() for p in quick.glob("*.json")}
+    output = bench(quick, "--threads", "1")
+    assert "reused" in output
+    assert {p.name: p.read_bytes() for p in quick.glob("*.json")} == before
+
+
+@needs_kodak
+def test_a_changed_key_misses_the_cache(quick: Path) -> None:
+    path = quick / "jpeg.json"
+    key = json.loads(path.read_text())["key"]
+    hit = results.load(path, results.CodecResult, key)
+    assert hit is not None and hit.name == "jpeg"
+    assert results.load(path, results.CodecResult, {**key, "threads": 2}) is None
+    assert results.load(quick / "missing.json", results.CodecResult, key) is None
+
+
+def test_unknown_codec_is_a_usage_error(tmp_path: Path) -> None:
+    done = CliRunner().invoke(app, ["bench", "--data", str(tmp_path), "--out", str(tmp_path), "--codecs", "jpeg,gif"])
+    assert done.exit_code == 2
+    assert "unknown codec 'gif'" in done.output
+
+
+def test_codec_selection() -> None:
+    models = [f"vqcodec-{n}" for n in sorted(shipped_models())]
+    assert select(["webp", "vqcodec", "webp"]) == ["webp", *models]
+    assert select(None) == list(registry())
+    with pytest.raises(ValueError, match="unknown codec"):
+        select(["png"])
+
+
+def test_unusable_data_folders_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="no images"):
+        load_images(tmp_path)
+    Image.new("RGB", (160, 300)).save(tmp_path / "small.png")
+    with pytest.raises(DataError, match="too small for MS-SSIM"):
+        load_images(tmp_path)
+
+
+def test_psnr_and_ms_ssim_on_known_pairs() -> None:
+    a = np.random.default_rng(0).integers(1, 255, (200, 240, 3), dtype=np.uint8)
+    assert psnr(a, a + 1) == pytest.approx(10 * math.log10(255**2))
+    assert psnr(a, a) == math.inf
+    assert ms_ssim(as_tensor(a), a) == pytest.approx(1.0, abs=1e-6)
+    assert ms_ssim(as_tensor(a), 255 - a) < 0.5
