@@ -14,19 +14,7 @@ from typer.testing import CliRunner
 import vqcodec
 from cli.main import app
 from vqcodec import codec, container
-
-
-def synthetic(mode: str = "RGB", size: tuple[int, int] = (64, 48), seed: int = 0) -> Image.Image:
-    """A small image with smooth gradients, an edge and some noise, in the given mode."""
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    rng = np.random.default_rng(seed)
-    rgb = np.stack([x * 255 / w, y * 255 / h, ((x // 16 + y // 12) % 2) * 200], axis=2)
-    rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
-    im = Image.fromarray(rgb, "RGB")
-    if mode in ("RGBA", "LA"):
-        im.putalpha(Image.fromarray((x * 4 % 256).astype(np.uint8), "L"))
-    return im.convert(mode)
+from tests.conftest import synthetic_image as synthetic
 
 
 @pytest.fixture(scope="module")

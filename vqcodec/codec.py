@@ -22,7 +22,7 @@ from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.errors import ImageError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, PreparedImage, assemble, open_image, prepare
-from vqcodec.zoo import CodecModel, load_model, shipped_models
+from vqcodec.zoo import CodecModel, identify, load_model
 
 ModelLike = CodecModel | str | os.PathLike[str] | None
 
@@ -188,20 +188,7 @@ def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = Non
 
 def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
     """The model that can decode a file: the given one, or the shipped model it names; checked."""
-    if model is None:
-        if header.model_name not in shipped_models():
-            raise VqzError(
-                f"file was written by model '{header.model_name}', which is not installed "
-                "(pass the model file with --model)"
-            )
-        m = load_model(header.model_name)
-    else:
-        m = _model(model)
-    if m.fingerprint[:8] != header.fingerprint:
-        raise VqzError(
-            f"file was written by model '{header.model_name}' ({header.fingerprint.hex()}), "
-            f"not by the given model '{m.name}' ({m.fingerprint[:8].hex()})"
-        )
+    m = identify(header.model_name, header.fingerprint, model, "file was written", VqzError)
     if header.stages > m.config.num_stages:
         raise VqzError(f"file stores {header.stages} stages, the model has only {m.config.num_stages}")
     if (header.grid_h, header.grid_w) != grid_shape(m, header.width, header.height):

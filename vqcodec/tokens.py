@@ -36,7 +36,7 @@ from vqcodec.container import MODE_CODES, check_limits
 from vqcodec.errors import TokensError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, assemble, open_image, prepare
 from vqcodec.safe_io import write_atomic
-from vqcodec.zoo import CodecModel, load_model, shipped_models
+from vqcodec.zoo import CodecModel, identify, load_model
 
 _META_KEYS = ("model", "fingerprint", "codebook_size", "quality", "names", "sizes", "modes")
 
@@ -144,20 +144,11 @@ def load_tokens(path: str | os.PathLike[str]) -> TokenSet:
 
 def model_for_tokens(tokens: TokenSet, model: codec.ModelLike = None) -> CodecModel:
     """The model that made the tokens: the given one, or the shipped model they name; checked."""
-    if model is None:
-        if tokens.model_name not in shipped_models():
-            raise TokensError(
-                f"tokens were made by model '{tokens.model_name}', which is not installed "
-                "(pass the model file with --model)"
-            )
-        m = load_model(tokens.model_name)
-    else:
-        m = model if isinstance(model, CodecModel) else load_model(model)
-    if m.fingerprint.hex() != tokens.fingerprint:
-        raise TokensError(
-            f"tokens were made by model '{tokens.model_name}' ({tokens.fingerprint[:16]}), "
-            f"not by the given model '{m.name}' ({m.fingerprint.hex()[:16]})"
-        )
+    try:
+        fingerprint = bytes.fromhex(tokens.fingerprint)
+    except ValueError:
+        raise TokensError(f"bad model fingerprint '{tokens.fingerprint}'") from None
+    m = identify(tokens.model_name, fingerprint, model, "tokens were made", TokensError)
     if tokens.quality > m.config.num_stages:
         raise TokensError(f"tokens hold {tokens.quality} stages, the model has only {m.config.num_stages}")
     return m

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 from safetensors import safe_open
 
 from vqcodec.entropy import ContextPrior, FrequencyPrior
-from vqcodec.errors import ModelError
+from vqcodec.errors import ModelError, VqcodecError
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.safe_io import write_bytes_atomic
 
@@ -150,3 +150,23 @@ def _load(path: Path) -> CodecModel:
         raise ModelError(f"{path}: weights do not fit the config ({str(exc).splitlines()[0]})") from None
     net.eval()
     return CodecModel(net=net, prior=prior, fingerprint=digest)
+
+
+def identify(name: str, fingerprint: bytes, model: CodecModel | str | os.PathLike[str] | None, made: str,
+             error: type[VqcodecError]) -> CodecModel:
+    """The model that made some data: `model` if given, else the installed model called `name`.
+
+    `fingerprint` is (a prefix of) the maker's fingerprint; a model that does not match
+    it is refused with `error`, since indices mean something only to the model that chose them.
+    `made` begins the messages, e.g. "file was written".
+    """
+    if model is None:
+        if name not in shipped_models():
+            raise error(f"{made} by model '{name}', which is not installed (pass the model file with --model)")
+        m = load_model(name)
+    else:
+        m = model if isinstance(model, CodecModel) else load_model(model)
+    if not m.fingerprint.startswith(fingerprint):
+        raise error(f"{made} by model '{name}' ({fingerprint.hex()}), "
+                    f"not by the given model '{m.name}' ({m.fingerprint[:len(fingerprint)].hex()})")
+    return m
