@@ -65,6 +65,8 @@ TILE_CELLS = 128
 """Side of the square tiles images are processed in, in grid cells (1024 pixels at stride 8)."""
 HALO_CELLS = 8
 """Grid cells of context added on every side of a tile; wider than the networks' receptive fields."""
+QUANTIZE_ROWS = 16384
+"""Grid cells quantized at once: bounds the (cells x codebook size) distance matrix to 32 MB."""
 
 
 def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slice, slice]]:
@@ -109,7 +111,8 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     if rate_weight > 0:
         bits = np.stack([model.prior.code_bits(s) for s in range(quality)])
         penalties = torch.from_numpy(bits).float() * rate_weight
-    idx = model.net.quantizer.encode(latents, quality, penalties)
+    idx = torch.cat([model.net.quantizer.encode(chunk, quality, penalties)
+                     for chunk in latents.split(QUANTIZE_ROWS)], dim=1)
     return idx.reshape(quality, *grid).numpy()
 
 
