@@ -17,7 +17,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write (.safetensors).")] = Path("model.safetensors"),
     val: Annotated[Optional[Path], typer.Option("--val", help="Folder of validation photos: PSNR and real bpp every --val-every steps.")] = None,
     steps: Annotated[int, typer.Option(help="Total optimisation steps, pretraining included.")] = 2000,
-    pretrain_steps: Annotated[int, typer.Option(help="Steps of autoencoder pretraining before quantization.")] = 200,
+    pretrain_steps: Annotated[Optional[int], typer.Option(help="Steps of autoencoder pretraining before quantization; default: a tenth of --steps.", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Crops per step (per process under torchrun).")] = 8,
     crop: Annotated[int, typer.Option(help="Side of the square training crops, in pixels.")] = 256,
     lr: Annotated[float, typer.Option(help="Peak Adam learning rate (warm-up, then cosine decay).")] = 5e-4,

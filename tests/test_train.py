@@ -108,3 +108,9 @@ def test_cli_refuses_an_empty_folder(tmp_path: Path) -> None:
     result = subprocess.run([vqcodec, "train", "--data", str(tmp_path), "--steps", "4", "--pretrain-steps", "1"],
                             capture_output=True, text=True)
     assert result.returncode == 1 and "no images" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pretraining_defaults_to_a_tenth_of_the_steps(tmp_path: Path) -> None:
+    assert TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", steps=200).pretrain_steps == 20
+    with pytest.raises(ValueError, match="smaller than --steps"):
+        TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", steps=10, pretrain_steps=10)

@@ -51,7 +51,7 @@ class TrainConfig:
     val: Path | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     steps: int = 2000
-    pretrain_steps: int = 200
+    pretrain_steps: int | None = None
     batch_size: int = 16
     crop: int = 256
     lr: float = 5e-4
@@ -73,6 +73,8 @@ class TrainConfig:
             self.checkpoint = self.out.with_suffix(".ckpt")
         if self.log is None:
             self.log = self.out.with_suffix(".jsonl")
+        if self.pretrain_steps is None:
+            self.pretrain_steps = self.steps // 10
         if self.pretrain_steps >= self.steps:
             raise ValueError("--pretrain-steps must be smaller than --steps")
 
