@@ -118,6 +118,6 @@ def test_bad_quality_is_a_usage_error(crop_png: Path) -> None:
 
 
 def test_help_explains_every_command() -> None:
-    for command in ("compress", "decompress", "info", "train"):
+    for command in ("compress", "decompress", "info", "train", "bench", "demo", "tokens", "detokenize"):
         result = run(command, "--help")
         assert result.returncode == 0 and "Example" in result.stdout
