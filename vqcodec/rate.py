@@ -4,7 +4,9 @@ Quality (the number of residual stages) moves the rate in coarse steps; the rate
 weight lambda of rate-aware quantization moves it smoothly below each step. For a
 target, `search` takes the lowest quality that reaches it at lambda = 0 and the next
 one, bisects lambda on each until the size is within tolerance, and keeps whichever
-lands with the smaller latent distortion.
+lands with the smaller latent distortion. Each quality's stages cost a least number of
+bits even for the cheapest codes, so some rates between qualities cannot be reached:
+a target there lands on the nearest reachable size.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def search(measure: Measure, stages: int, target_size: float, tolerance: float =
     full = [measure(q, 0.0)[0] for q in range(1, stages + 1)]
     first = next((q for q, size in enumerate(full, start=1) if size >= target_size), stages)
     candidates = [_bisect(measure, q, target_size, tolerance, steps) for q in range(first, min(first + 1, stages) + 1)]
+    if first > 1:  # the target may lie in a gap above the lower quality's largest file
+        size, dist = measure(first - 1, 0.0)
+        candidates.append(RatePoint(first - 1, 0.0, size, dist))
     within = [p for p in candidates if abs(p.size - target_size) <= tolerance * target_size]
     if within:
         return min(within, key=lambda p: p.distortion)
