@@ -30,7 +30,7 @@ from PIL import Image
 from vqcodec import codec as vq
 from vqcodec.zoo import load_model, shipped_models
 
-from benchmarks.results import Memory, SpeedResult, Timing
+from benchmarks.results import Memory, Timing
 
 SIZES: tuple[tuple[int, int], ...] = ((768, 512), (4000, 3000))
 """Image sizes timed by a full run: a Kodak-sized photo and a 12-megapixel camera image."""
