@@ -115,9 +115,7 @@ def info(inputs: Inputs) -> None:
             i = codec.info(codec.read_file(src))
         except VqcodecError as exc:
             failures += 1
-            msg = str(exc)
-            err_console.print(f"error: {msg if msg.startswith(str(src)) else f'{src}: {msg}'}",
-                              markup=False, highlight=False)
+            err_console.print(f"error: {batch.error_line(src, exc)}", markup=False, highlight=False)
             continue
         h = i.header
         console.print(

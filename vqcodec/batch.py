@@ -130,13 +130,18 @@ def decompress_task(task: Task, model: CodecModel | None, settings: Settings) ->
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}
 
 
+def error_line(src: Path, exc: Exception) -> str:
+    """A one-line message for a failed file, naming the file once."""
+    msg = str(exc) if isinstance(exc, VqcodecError) else (getattr(exc, "strerror", None) or str(exc))
+    return msg if msg.startswith(str(src)) else f"{src}: {msg}"
+
+
 def _attempt(action: str, task: Task, settings: Settings) -> Outcome:
     model = load_model(settings.model) if (settings.model is not None or action == "compress") else None
     try:
         return ACTIONS[action](task, model, settings)
     except (VqcodecError, OSError) as exc:
-        msg = str(exc) if isinstance(exc, VqcodecError) else (exc.strerror or str(exc))
-        return Outcome(task, error=msg if msg.startswith(str(task.src)) else f"{task.src}: {msg}")
+        return Outcome(task, error=error_line(task.src, exc))
 
 
 def _init_worker(threads: int) -> None:

@@ -22,14 +22,7 @@ from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.errors import ImageError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, PreparedImage, assemble, open_image, prepare
-from vqcodec.zoo import CodecModel, identify, load_model
-
-ModelLike = CodecModel | str | os.PathLike[str] | None
-
-
-def _model(model: ModelLike) -> CodecModel:
-    return model if isinstance(model, CodecModel) else load_model(model)
-
+from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
 def default_quality(model: CodecModel) -> int:
     """The quality used when none is given: the middle of the model's range."""
@@ -89,7 +82,7 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
     bounded on large images while the result matches whole-image encoding.
     """
     s = model.config.stride
-    grid_h, grid_w = -(-rgb.shape[0] // s), -(-rgb.shape[1] // s)
+    grid_h, grid_w = grid_shape(model, rgb.shape[1], rgb.shape[0])
     out = torch.empty(model.config.latent_dim, grid_h, grid_w)
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
@@ -118,8 +111,7 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
 
 def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS) -> np.ndarray:
     """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3)."""
-    s = model.config.stride
-    grid = (-(-rgb.shape[0] // s), -(-rgb.shape[1] // s))
+    grid = grid_shape(model, rgb.shape[1], rgb.shape[0])
     return quantize(model, embed(model, rgb, tile), grid, quality)
 
 
@@ -162,7 +154,7 @@ def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = Non
     that many bits per pixel (header included), within 2% when the model can reach it.
     The same input and settings always give the same bytes.
     """
-    m = _model(model)
+    m = as_model(model)
     opened = open_image(image, max_pixels)
     if opened.format == "VQZ":
         raise ImageError("input is already a .vqz file (decompress it first to re-encode it)")

@@ -37,7 +37,7 @@ from vqcodec.errors import OutputError
 from vqcodec.images import open_image, prepare
 from vqcodec.safe_io import check_output, write_atomic, write_bytes_atomic
 from vqcodec.train import perplexity, psnr
-from vqcodec.zoo import CodecModel, load_model
+from vqcodec.zoo import CodecModel, ModelLike, as_model
 
 RECONSTRUCTIONS = "reconstructions.png"
 CODEBOOK = "codebook.png"
@@ -258,7 +258,7 @@ def summary_text(items: Sequence[DemoImage], usage: np.ndarray, perplexities: Se
 
 
 def run_demo(images: Sequence[str | os.PathLike[str] | Image.Image], out_dir: str | os.PathLike[str],
-             model: codec.ModelLike = None, qualities: Sequence[int] | None = None,
+             model: ModelLike = None, qualities: Sequence[int] | None = None,
              embedding: Embedding = Embedding.pca, overwrite: bool = False) -> DemoReport:
     """Analyse the images and write the four figures and the summary into `out_dir` (see the module doc).
 
@@ -273,7 +273,7 @@ def run_demo(images: Sequence[str | os.PathLike[str] | Image.Image], out_dir: st
     paths = tuple(out / name for name in OUTPUTS)
     for path in paths:
         check_output(path, overwrite)
-    m = model if isinstance(model, CodecModel) else load_model(model)
+    m = as_model(model)
     items = analyse(images, m, default_qualities(m) if qualities is None else qualities)
     k = m.config.codebook_size
     usage = code_usage(items, k)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import constriction
 import numpy as np
-from sklearn.cluster import KMeans
 
 
 def _categorical(counts: np.ndarray) -> "constriction.stream.model.Categorical":
@@ -133,6 +132,8 @@ class ContextPrior:
         Codes of each stage are grouped by weighted k-means on the square roots of their
         next-stage distributions (Hellinger geometry), so codes that predict alike share a context.
         """
+        from sklearn.cluster import KMeans  # fitting only: keeps scikit-learn out of every codec start-up
+
         k = first.shape[0]
         stages = pairs.shape[0] + 1
         g = min(num_groups, k)

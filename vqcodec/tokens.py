@@ -36,7 +36,7 @@ from vqcodec.container import MODE_CODES, check_limits
 from vqcodec.errors import TokensError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, assemble, open_image, prepare
 from vqcodec.safe_io import write_atomic
-from vqcodec.zoo import CodecModel, identify, load_model
+from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
 _META_KEYS = ("model", "fingerprint", "codebook_size", "quality", "names", "sizes", "modes")
 
@@ -64,10 +64,10 @@ class TokenSet:
     images: tuple[ImageTokens, ...]
 
 
-def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: codec.ModelLike = None,
+def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: ModelLike = None,
              quality: int | None = None, max_pixels: int = MAX_INPUT_PIXELS) -> TokenSet:
     """Encode images (paths or PIL images) to index grids with `model` at `quality` (as `compress` does)."""
-    m = model if isinstance(model, CodecModel) else load_model(model)
+    m = as_model(model)
     q = codec.check_quality(m, quality)
     items = []
     for i, source in enumerate(images):
@@ -142,7 +142,7 @@ def load_tokens(path: str | os.PathLike[str]) -> TokenSet:
     return TokenSet(str(arrays["model"]), str(arrays["fingerprint"]), codebook_size, quality, tuple(images))
 
 
-def model_for_tokens(tokens: TokenSet, model: codec.ModelLike = None) -> CodecModel:
+def model_for_tokens(tokens: TokenSet, model: ModelLike = None) -> CodecModel:
     """The model that made the tokens: the given one, or the shipped model they name; checked."""
     try:
         fingerprint = bytes.fromhex(tokens.fingerprint)

@@ -152,7 +152,16 @@ def _load(path: Path) -> CodecModel:
     return CodecModel(net=net, prior=prior, fingerprint=digest)
 
 
-def identify(name: str, fingerprint: bytes, model: CodecModel | str | os.PathLike[str] | None, made: str,
+ModelLike = CodecModel | str | os.PathLike[str] | None
+"""A loaded model, a shipped model's name, a model file path, or None for the default model."""
+
+
+def as_model(model: ModelLike) -> CodecModel:
+    """`model` itself when already loaded, else `load_model(model)`."""
+    return model if isinstance(model, CodecModel) else load_model(model)
+
+
+def identify(name: str, fingerprint: bytes, model: ModelLike, made: str,
              error: type[VqcodecError]) -> CodecModel:
     """The model that made some data: `model` if given, else the installed model called `name`.
 
@@ -165,7 +174,7 @@ def identify(name: str, fingerprint: bytes, model: CodecModel | str | os.PathLik
             raise error(f"{made} by model '{name}', which is not installed (pass the model file with --model)")
         m = load_model(name)
     else:
-        m = model if isinstance(model, CodecModel) else load_model(model)
+        m = as_model(model)
     if not m.fingerprint.startswith(fingerprint):
         raise error(f"{made} by model '{name}' ({fingerprint.hex()}), "
                     f"not by the given model '{m.name}' ({m.fingerprint[:len(fingerprint)].hex()})")
