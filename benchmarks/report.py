@@ -15,8 +15,8 @@ from benchmarks.bdrate import BDRate, bd_rate
 from benchmarks.metrics import ms_ssim_db
 from benchmarks.results import CodecResult, SpeedResult
 
-ANCHORS = ("jpeg", "webp")
-"""The codecs every other codec's BD-rate is measured against."""
+ANCHORS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+"""The codecs every other codec's BD-rate is measured against, and their names in the report."""
 
 MIN_BD_POINTS = 4
 """Fewest points per curve for a BD-rate (as in the reference numbers); `--quick` curves have 3."""
@@ -84,7 +84,8 @@ def _bd_section(results: Sequence[CodecResult]) -> list[str]:
              "over the quality range both curves cover (given in brackets); negative means fewer bits than the "
              f"anchor for the same quality. MS-SSIM is taken in dB, -10·log10(1 − MS-SSIM). Each curve needs at "
              f"least {MIN_BD_POINTS} points.", "",
-             "| codec | vs JPEG, PSNR | vs JPEG, MS-SSIM | vs WebP, PSNR | vs WebP, MS-SSIM |", "|---|---|---|---|---|"]
+             "| codec | " + " | ".join(f"vs {label}, {m}" for label in ANCHORS.values() for m in ("PSNR", "MS-SSIM"))
+             + " |", "|---" * (1 + 2 * len(ANCHORS)) + "|"]
     tables = {(a, m): bd_rates(results, a, m) for a in ANCHORS for m in ("psnr", "ms_ssim")}
     for r in results:
         cells = [_cell(tables[a, m][r.name]) if r.name in tables[a, m] else "anchor"
