@@ -57,23 +57,32 @@ def test_rejects_bad_counts_and_symbols() -> None:
 
 
 def correlated_grids(rng: np.random.Generator, k: int = 64, stages: int = 3, shape=(24, 32)) -> np.ndarray:
-    """Stage s's code depends strongly on stage s-1's code at the same cell, as in residual VQ."""
+    """Stage 0 changes little from row to row (as in smooth image areas); stage s depends strongly
+    on stage s-1's code at the same cell, as in residual VQ."""
     grids = np.empty((stages, *shape), dtype=np.int64)
-    grids[0] = rng.integers(0, k, shape)
+    grids[0, 0] = rng.integers(0, k, shape[1])
+    for r in range(1, shape[0]):
+        grids[0, r] = (grids[0, r - 1] + rng.integers(-1, 2, shape[1])) % k
     for s in range(1, stages):
         noise = rng.integers(-2, 3, shape)
         grids[s] = (grids[s - 1] * 7 + noise) % k
     return grids
 
 
+def statistics(grids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """What `vqcodec.train.index_statistics` gathers: top-row counts and conditioning pairs."""
+    top = sum(np.bincount(g[0, 0], minlength=k) for g in grids)
+    pairs = np.zeros((grids[0].shape[0], k, k), dtype=np.int64)
+    for g in grids:
+        np.add.at(pairs[0], (g[0, :-1].ravel(), g[0, 1:].ravel()), 1)
+        for s in range(1, g.shape[0]):
+            np.add.at(pairs[s], (g[s - 1].ravel(), g[s].ravel()), 1)
+    return top, pairs
+
+
 def fitted_context_prior(rng: np.random.Generator, k: int = 64, stages: int = 3) -> ContextPrior:
-    train = [correlated_grids(rng, k, stages) for _ in range(20)]
-    first = sum(np.bincount(g[0].ravel(), minlength=k) for g in train)
-    pairs = np.zeros((stages - 1, k, k), dtype=np.int64)
-    for g in train:
-        for s in range(1, stages):
-            np.add.at(pairs[s - 1], (g[s - 1].ravel(), g[s].ravel()), 1)
-    return ContextPrior.fit(first, pairs, num_groups=16)
+    top, pairs = statistics([correlated_grids(rng, k, stages) for _ in range(20)], k)
+    return ContextPrior.fit(top, pairs, num_groups=16)
 
 
 def test_context_prior_round_trips_and_stays_near_ideal() -> None:
@@ -86,14 +95,28 @@ def test_context_prior_round_trips_and_stays_near_ideal() -> None:
     assert 8 * sum(map(len, streams)) <= 1.01 * prior.ideal_bits(grids) + 8 * 8 * len(streams)
 
 
-def test_context_prior_beats_per_stage_frequencies_on_correlated_stages() -> None:
+def test_context_prior_beats_per_stage_frequencies_on_correlated_stages_and_rows() -> None:
     rng = np.random.default_rng(1)
     context = fitted_context_prior(rng)
     frequency = FrequencyPrior(context.counts.sum(1) - (context.counts.shape[1] - 1))
     grids = correlated_grids(rng)
-    with_context = sum(map(len, context.encode_grids(grids)))
-    without = sum(map(len, frequency.encode_grids(grids)))
-    assert with_context < 0.8 * without
+    with_context = [len(s) for s in context.encode_grids(grids)]
+    without = [len(s) for s in frequency.encode_grids(grids)]
+    assert with_context[0] < 0.6 * without[0]  # stage 0: the row above predicts the row
+    assert sum(with_context[1:]) < 0.6 * sum(without[1:])  # later stages: the stage before predicts
+
+
+def test_context_prior_reproduces_a_spatial_table_exactly() -> None:
+    """Stage-0 probabilities come from the cell above: a hand-made table gives the ideal cost it implies."""
+    counts = np.ones((1, 3, 4), dtype=np.int64)
+    counts[0, 0] = [97, 1, 1, 1]  # above in group 0 -> code 0 is likely
+    counts[0, 1] = [1, 1, 1, 97]  # above in group 1 -> code 3 is likely
+    counts[0, 2] = [25, 25, 25, 25]  # top row
+    prior = ContextPrior(counts, np.array([[0, 0, 1, 1]]))
+    grids = np.array([[[0, 3], [0, 3], [0, 3]]])
+    expected = 2 * 2 + 2 * 2 * -np.log2(0.97)
+    assert prior.ideal_bits(grids) == pytest.approx(expected)
+    assert np.array_equal(prior.decode_grids(prior.encode_grids(grids), 3, 2), grids)
 
 
 @given(st.integers(0, 2**32 - 1))
@@ -109,4 +132,4 @@ def test_context_prior_rejects_inconsistent_tables() -> None:
     with pytest.raises(ValueError):
         ContextPrior(np.ones((2, 4, 8), dtype=np.int64), np.zeros((2, 7), dtype=np.int64))
     with pytest.raises(ValueError):
-        ContextPrior(np.ones((2, 4, 8), dtype=np.int64), np.full((2, 8), 4))
+        ContextPrior(np.ones((2, 4, 8), dtype=np.int64), np.full((2, 8), 3))  # 3 is the top-row context

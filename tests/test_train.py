@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.conftest import TINY, noise_image
 from vqcodec import codec
@@ -114,3 +115,28 @@ def test_pretraining_defaults_to_a_tenth_of_the_steps(tmp_path: Path) -> None:
     assert TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", steps=200).pretrain_steps == 20
     with pytest.raises(ValueError, match="smaller than --steps"):
         TrainConfig(data=tmp_path, out=tmp_path / "m.safetensors", steps=10, pretrain_steps=10)
+
+
+def test_pca_init_makes_the_untrained_model_a_block_transform() -> None:
+    """With as many latent dimensions as block values, the initial model reconstructs exactly;
+    with fewer, the kept components are orthonormal and the error is what PCA leaves."""
+    from dataclasses import replace
+
+    from vqcodec.model import VQVAE
+    from vqcodec.train import pca_init
+
+    torch.manual_seed(0)
+    batches = [torch.rand(2, 3, 16, 24) for _ in range(3)]
+    full = VQVAE(replace(TINY, channels=(8,), latent_dim=12)).eval()
+    pca_init(full, iter(batches), 3, torch.device("cpu"))
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(full(x, 0)[0], x, atol=1e-5)
+
+    reduced = VQVAE(replace(TINY, channels=(8,), latent_dim=4)).eval()
+    pca_init(reduced, iter(batches), 3, torch.device("cpu"))
+    basis = reduced.encoder.linear.weight[:, :, 1:3, 1:3].reshape(4, -1)
+    assert torch.allclose(basis @ basis.t(), torch.eye(4), atol=1e-5)
+    with torch.no_grad():
+        kept = F.mse_loss(reduced(x, 0)[0], x)
+        assert 0 < kept < F.mse_loss(torch.full_like(x, float(x.mean())), x)

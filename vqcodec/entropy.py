@@ -6,9 +6,9 @@ division, so the encoder and the decoder build bit-identical models on any machi
 Each stage is coded as its own stream, so a prefix of stages decodes without the rest.
 
 - `FrequencyPrior`: one distribution per stage.
-- `ContextPrior`: stage 0 as above; every later stage conditioned on the context
-  group of the previous stage's code at the same cell. The previous stage is fully
-  decoded first, so all cells of one (stage, group) are coded in one vectorised call.
+- `ContextPrior`: stage 0 conditioned on the code in the cell above, every later stage
+  on the previous stage's code at the same cell, each through a small number of
+  context groups; decoding stays vectorised (a row, or a whole group, per call).
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ import numpy as np
 def _categorical(counts: np.ndarray) -> "constriction.stream.model.Categorical":
     """constriction model of integer counts (exact float64 division, then constriction's quantization)."""
     return constriction.stream.model.Categorical(counts.astype(np.float64) / float(counts.sum()), perfect=False)
+
+
+_PER_CELL = constriction.stream.model.Categorical(perfect=False)
+"""A categorical model whose probabilities are given per symbol, at coding time."""
 
 
 def _words(data: bytes) -> np.ndarray:
@@ -105,10 +109,17 @@ class FrequencyPrior:
 
 @dataclass(frozen=True)
 class ContextPrior:
-    """Stage 0 coded under `counts[0, 0]`; stage s >= 1 under `counts[s, groups[s - 1, previous code]]`.
+    """Each code is coded under a context chosen from codes the decoder already has.
 
-    `counts` (stages, groups, K) are integers >= 1; `groups` (stages, K) maps each code
-    of a stage to the context group it sets for the next stage.
+    - Stage 0: the context is the group `groups[0, code above]` of the stage-0 code in the
+      cell above, or the extra context G on the top row. Rows are decoded top to bottom,
+      each row in one vectorised call with one distribution per cell.
+    - Stage s >= 1: the context is the group `groups[s, code]` of stage s - 1's code at the
+      same cell. The previous stage is fully decoded first, so all cells of one
+      (stage, group) are coded in one vectorised call.
+
+    `counts` (stages, G + 1, K) are integers >= 1; `groups` (stages, K) holds groups 0..G-1.
+    Context G (the top row) is used by stage 0 only; other stages keep ones there.
     """
 
     counts: np.ndarray
@@ -116,49 +127,66 @@ class ContextPrior:
 
     def __post_init__(self) -> None:
         counts, groups = np.asarray(self.counts), np.asarray(self.groups)
-        if counts.ndim != 3 or groups.shape != (counts.shape[0], counts.shape[2]):
+        if counts.ndim != 3 or counts.shape[1] < 2 or groups.shape != (counts.shape[0], counts.shape[2]):
             raise ValueError(f"context prior shapes do not fit: counts {counts.shape}, groups {groups.shape}")
         if not np.issubdtype(counts.dtype, np.integer) or counts.min() < 1:
             raise ValueError("prior counts must be integers >= 1")
-        if groups.min() < 0 or groups.max() >= counts.shape[1]:
+        if groups.min() < 0 or groups.max() >= counts.shape[1] - 1:
             raise ValueError("context group out of range")
         object.__setattr__(self, "counts", counts.astype(np.int64))
         object.__setattr__(self, "groups", groups.astype(np.int64))
 
     @classmethod
-    def fit(cls, first: np.ndarray, pairs: np.ndarray, num_groups: int = 32, seed: int = 0) -> "ContextPrior":
-        """Fit from stage-0 counts (K,) and pair counts (stages - 1, K, K) [previous code, code].
+    def fit(cls, top: np.ndarray, pairs: np.ndarray, num_groups: int = 64, seed: int = 0) -> "ContextPrior":
+        """Fit from top-row stage-0 counts (K,) and pair counts (stages, K, K) [conditioning code, code]:
+        `pairs[0]` counts (code above, code) in stage 0, `pairs[s]` (stage s - 1 code, stage s code) at one cell.
 
-        Codes of each stage are grouped by weighted k-means on the square roots of their
-        next-stage distributions (Hellinger geometry), so codes that predict alike share a context.
+        The conditioning codes of each stage are grouped by weighted k-means on the square roots of
+        the distributions they predict (Hellinger geometry), so codes that predict alike share a context.
         """
         from sklearn.cluster import KMeans  # fitting only: keeps scikit-learn out of every codec start-up
 
-        k = first.shape[0]
-        stages = pairs.shape[0] + 1
+        stages, k = pairs.shape[0], pairs.shape[2]
         g = min(num_groups, k)
-        counts = np.ones((stages, g, k), dtype=np.int64)
+        counts = np.ones((stages, g + 1, k), dtype=np.int64)
         groups = np.zeros((stages, k), dtype=np.int64)
-        counts[0, :] += first
-        for s in range(1, stages):
-            rows = pairs[s - 1].astype(np.float64)
+        counts[0, g] += top
+        for s in range(stages):
+            rows = pairs[s].astype(np.float64)
             weight = rows.sum(1)
             dist = np.where(weight[:, None] > 0, rows / np.maximum(weight, 1)[:, None], 1.0 / k)
             if (weight > 0).sum() > g:
                 km = KMeans(n_clusters=g, n_init=3, random_state=seed + s).fit(np.sqrt(dist), sample_weight=weight + 1e-3)
-                groups[s - 1] = km.labels_
+                groups[s] = km.labels_
             for grp in range(g):
-                counts[s, grp] += pairs[s - 1][groups[s - 1] == grp].sum(0)
+                counts[s, grp] += pairs[s][groups[s] == grp].sum(0)
         return cls(counts, groups)
 
     @property
     def num_stages(self) -> int:
         return int(self.counts.shape[0])
 
+    @property
+    def _top(self) -> int:
+        return int(self.counts.shape[1]) - 1
+
+    def _table(self, stage: int) -> np.ndarray:
+        """float64 probabilities (contexts, K) of a stage (exact division, identical everywhere)."""
+        rows = self.counts[stage].astype(np.float64)
+        return rows / rows.sum(1, keepdims=True)
+
+    def _above(self, row_above: np.ndarray | None, cols: int) -> np.ndarray:
+        """Stage-0 contexts of one row from the decoded row above it (None on the top row)."""
+        if row_above is None:
+            return np.full(cols, self._top, dtype=np.int64)
+        return self.groups[0][row_above]
+
     def _contexts(self, grids: np.ndarray, stage: int) -> np.ndarray:
+        """Context of every cell of `stage`, in row-major order."""
         if stage == 0:
-            return np.zeros(grids[0].size, dtype=np.int64)
-        return self.groups[stage - 1][grids[stage - 1].ravel()]
+            rows, cols = grids.shape[1:]
+            return np.concatenate([self._above(grids[0, r - 1] if r else None, cols) for r in range(rows)])
+        return self.groups[stage][grids[stage - 1].ravel()]
 
     def code_bits(self, stage: int) -> np.ndarray:
         """Bits of every code of a stage under its marginal over contexts (for rate-aware quantization)."""
@@ -174,23 +202,28 @@ class ContextPrior:
         """Sum of -log2 p over all stages of index grids (stages, rows, columns)."""
         bits = 0.0
         for s in range(grids.shape[0]):
-            rows = self.counts[s][self._contexts(grids, s)]
-            p = rows[np.arange(rows.shape[0]), grids[s].ravel()] / rows.sum(1)
+            p = self._table(s)[self._contexts(grids, s), grids[s].ravel()]
             bits += float(-np.log2(p).sum())
         return bits
 
     def encode_grids(self, grids: np.ndarray) -> tuple[bytes, ...]:
-        """One stream per stage; within a stage, cells are coded group by group in raster order."""
+        """One stream per stage: stage 0 row by row, later stages group by group in raster order."""
         k = self.counts.shape[2]
+        if grids.size and (grids.min() < 0 or grids.max() >= k):
+            raise ValueError("symbol out of the codebook's range")
         streams = []
         for s in range(grids.shape[0]):
-            symbols = grids[s].ravel().astype(np.int32)
-            if symbols.size and (symbols.min() < 0 or symbols.max() >= k):
-                raise ValueError("symbol out of the codebook's range")
-            ctx = self._contexts(grids, s)
             encoder = constriction.stream.queue.RangeEncoder()
-            for g in np.unique(ctx):
-                encoder.encode(np.ascontiguousarray(symbols[ctx == g]), _categorical(self.counts[s, g]))
+            if s == 0:
+                table = self._table(0)
+                for r in range(grids.shape[1]):
+                    ctx = self._above(grids[0, r - 1] if r else None, grids.shape[2])
+                    encoder.encode(grids[0, r].astype(np.int32), _PER_CELL, table[ctx])
+            else:
+                symbols = grids[s].ravel().astype(np.int32)
+                ctx = self._contexts(grids, s)
+                for g in np.unique(ctx):
+                    encoder.encode(np.ascontiguousarray(symbols[ctx == g]), _categorical(self.counts[s, g]))
             streams.append(encoder.get_compressed().astype("<u4").tobytes())
         return tuple(streams)
 
@@ -199,6 +232,12 @@ class ContextPrior:
         grids = np.zeros((len(streams), rows, cols), dtype=np.int64)
         for s, data in enumerate(streams):
             decoder = constriction.stream.queue.RangeDecoder(_words(data))
+            if s == 0:
+                table = self._table(0)
+                for r in range(rows * (cols > 0)):
+                    ctx = self._above(grids[0, r - 1] if r else None, cols)
+                    grids[0, r] = decoder.decode(_PER_CELL, table[ctx])
+                continue
             ctx = self._contexts(grids, s)
             flat = np.empty(rows * cols, dtype=np.int64)
             for g in np.unique(ctx):

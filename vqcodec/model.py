@@ -2,6 +2,11 @@
 
 The encoder is the seed's stack of strided convolutions with BatchNorm and ReLU,
 followed by residual blocks; the decoder mirrors it with transposed convolutions.
+Beside each stack runs a linear lapped transform (one strided convolution whose
+kernel spans two cells), initialised by the trainer to the principal components
+of image blocks. The convolutional stacks start at zero output and learn what the
+linear transform misses; this makes the untrained model a good transform coder
+and lets a short CPU training reach what the plain stacks needed far longer for.
 `ModelConfig` describes a model completely: it is what a model file stores beside
 the weights, and all a reader needs to rebuild the network.
 """
@@ -68,8 +73,14 @@ class ResBlock(nn.Module):
         return F.relu(x + self.body(x))
 
 
+def _lapped(stride: int) -> dict[str, int]:
+    """Kernel and padding of a strided convolution whose kernel spans two cells, centred on its own cell."""
+    return {"kernel_size": 2 * stride, "stride": stride, "padding": stride // 2}
+
+
 class Encoder(nn.Module):
-    """Strided 4x4 convolutions (each halving the size) with BatchNorm and ReLU, then residual blocks."""
+    """Linear lapped transform plus strided 4x4 convolutions (each halving the size) with BatchNorm and ReLU,
+    then residual blocks; the convolutional path's last layer starts at zero."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -83,15 +94,17 @@ class Encoder(nn.Module):
             ]
             in_ch = out_ch
         layers += [ResBlock(in_ch) for _ in range(config.res_blocks)]
-        layers.append(nn.Conv2d(in_ch, config.latent_dim, 1))
+        layers.append(_zeroed(nn.Conv2d(in_ch, config.latent_dim, 1)))
         self.net = nn.Sequential(*layers)
+        self.linear = nn.Conv2d(3, config.latent_dim, **_lapped(config.stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.linear(x) + self.net(x)
 
 
 class Decoder(nn.Module):
-    """The encoder mirrored: residual blocks, then 4x4 transposed convolutions doubling the size."""
+    """The encoder mirrored: a linear lapped synthesis plus residual blocks and 4x4 transposed convolutions
+    doubling the size; the convolutional path's last layer starts at zero."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -108,11 +121,20 @@ class Decoder(nn.Module):
                 nn.BatchNorm2d(out_ch),
                 nn.ReLU(inplace=True),
             ]
-        layers.append(nn.ConvTranspose2d(chans[-1], 3, 4, stride=2, padding=1))
+        layers.append(_zeroed(nn.ConvTranspose2d(chans[-1], 3, 4, stride=2, padding=1)))
         self.net = nn.Sequential(*layers)
+        self.linear = nn.ConvTranspose2d(config.latent_dim, 3, **_lapped(config.stride))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.linear(z) + self.net(z)
+
+
+def _zeroed(layer: nn.Conv2d | nn.ConvTranspose2d) -> nn.Module:
+    """A layer with zero weights and bias: its path adds nothing until training moves it."""
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
 
 
 def _to_rows(z: torch.Tensor) -> torch.Tensor:
@@ -140,6 +162,23 @@ class VQVAE(nn.Module):
             beta=config.beta, decay=config.ema_decay,
         )
         self.decoder = Decoder(config)
+
+    @torch.no_grad()
+    def set_linear_transform(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
+        """Make the linear paths an orthonormal block transform: z = basis . (block - mean), block = basis^T z + mean.
+
+        `mean` (3,) is a colour in encoder input units (pixels - 0.5); `basis` (latent_dim, 3, stride, stride)
+        are orthonormal block patterns, placed at the centre of the lapped kernels.
+        """
+        s = self.config.stride
+        lo = s // 2
+        enc, dec = self.encoder.linear, self.decoder.linear
+        enc.weight.zero_()
+        enc.weight[:, :, lo : lo + s, lo : lo + s] = basis
+        enc.bias.copy_(-(basis * mean[None, :, None, None]).sum(dim=(1, 2, 3)))
+        dec.weight.zero_()
+        dec.weight[:, :, lo : lo + s, lo : lo + s] = basis
+        dec.bias.copy_(mean)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous encoder output (B, D, H/stride, W/stride)."""

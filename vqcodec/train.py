@@ -1,5 +1,8 @@
-"""The training recipe: pretrain, k-means codebook initialisation, joint training, prior fitting.
+"""The training recipe: transform initialisation, pretrain, k-means codebook initialisation, joint training,
+prior fitting.
 
+0. Initialise the model's linear lapped transforms to the principal components of image
+   blocks (`pca_init`), so training starts from a good linear transform coder.
 1. Pretrain encoder and decoder as a plain autoencoder (no quantization).
 2. Initialise every residual stage's codebook by MiniBatchKMeans on encoder outputs
    (stage s on the residuals left by stages < s) gathered from many batches.
@@ -180,6 +183,30 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 @torch.no_grad()
+def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device: torch.device) -> None:
+    """Set the linear transforms to the top principal components of stride x stride image blocks.
+
+    Blocks are taken around the mean colour; components come from the eigenvectors of their
+    covariance (float64), largest variance first, with a fixed sign so every rank agrees.
+    """
+    s, d = net.config.stride, net.config.latent_dim
+    blocks = []
+    for _, x in zip(range(n_batches), batches):
+        x = x.double() - 0.5
+        b, _, h, w = x.shape
+        x = x[:, :, : h // s * s, : w // s * s]
+        blocks.append(F.pixel_unshuffle(x, s).permute(0, 2, 3, 1).reshape(-1, 3 * s * s))
+    rows = torch.cat(blocks)
+    mean = rows.reshape(-1, 3, s * s).mean(dim=(0, 2))
+    centred = rows - mean.repeat_interleave(s * s)[None]
+    cov = centred.t() @ centred / max(1, rows.shape[0] - 1)
+    _, vectors = torch.linalg.eigh(cov)
+    basis = vectors.flip(1)[:, :d].t()
+    basis = basis * torch.sign(basis.sum(1, keepdim=True) + 1e-12)
+    net.set_linear_transform(mean.float().to(device), basis.reshape(d, 3, s, s).float().to(device))
+
+
+@torch.no_grad()
 def kmeans_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, seed: int, device: torch.device) -> None:
     """Initialise each residual stage by MiniBatchKMeans on residuals from `n_batches` batches (rank 0, broadcast)."""
     rows = []
@@ -223,27 +250,33 @@ def center_crop_to_stride(pixels: np.ndarray, stride: int) -> torch.Tensor:
 
 @torch.no_grad()
 def index_statistics(net: VQVAE, files: list[Path], device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Stage-0 code counts (K,) and pair counts (stages - 1, K, K) of (previous stage's code, code)
-    at the same cell, over whole images: the data the entropy prior is fitted on."""
+    """The data the entropy prior is fitted on, over whole images: top-row stage-0 code counts (K,),
+    and pair counts (stages, K, K): [0] of (code above, code) in stage 0, [s] of (stage s - 1 code,
+    stage s code) at the same cell."""
     cfg = net.config
     k = cfg.codebook_size
-    first = np.zeros(k, dtype=np.int64)
-    pairs = np.zeros((cfg.num_stages - 1, k, k), dtype=np.int64)
+    top = np.zeros(k, dtype=np.int64)
+    pairs = np.zeros((cfg.num_stages, k, k), dtype=np.int64)
+
+    def count(s: int, given: np.ndarray, codes: np.ndarray) -> None:
+        pairs[s] += np.bincount(given.ravel() * k + codes.ravel(), minlength=k * k).reshape(k, k)
+
     for path in files:
         x = center_crop_to_stride(read_rgb(path), cfg.stride).to(device)
         if x.shape[-1] == 0 or x.shape[-2] == 0:
             continue
-        idx = net.encode(x)[0].reshape(cfg.num_stages, -1).cpu().numpy()
-        first += np.bincount(idx[0], minlength=k)
+        idx = net.encode(x)[0].cpu().numpy()
+        top += np.bincount(idx[0, 0], minlength=k)
+        count(0, idx[0, :-1], idx[0, 1:])
         for s in range(1, cfg.num_stages):
-            pairs[s - 1] += np.bincount(idx[s - 1] * k + idx[s], minlength=k * k).reshape(k, k)
-    return first, pairs
+            count(s, idx[s - 1], idx[s])
+    return top, pairs
 
 
 def fit_prior(net: VQVAE, files: list[Path], device: torch.device, seed: int = 0) -> ContextPrior:
     """The context prior of a trained network, fitted on the index statistics of `files`."""
-    first, pairs = index_statistics(net, files, device)
-    return ContextPrior.fit(first, pairs, seed=seed)
+    top, pairs = index_statistics(net, files, device)
+    return ContextPrior.fit(top, pairs, seed=seed)
 
 
 @torch.no_grad()
@@ -326,12 +359,16 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                              "smaller_than_crop_padded": dataset.report.smaller_than_crop,
                              "world_size": rank.world, "device": str(device),
                              "config": asdict(cfg.model)})
-    model = DistributedDataParallel(net, broadcast_buffers=False) if rank.world > 1 else net
 
     def loader(begin: int, stop: int, offset: int = 0) -> DataLoader:
         sampler = StepBatchSampler(begin, stop, cfg.batch_size, rank.rank, rank.world, offset)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                           persistent_workers=False, pin_memory=device.type == "cuda")
+
+    if cfg.resume is None:
+        pca_init(net, iter(loader(0, cfg.kmeans_batches, offset=2 * 10**9)), cfg.kmeans_batches, device)
+    # DistributedDataParallel copies rank 0's weights to every rank when it wraps the network.
+    model = DistributedDataParallel(net, broadcast_buffers=False) if rank.world > 1 else net
 
     step = start
     net.train()
