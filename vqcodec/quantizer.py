@@ -39,15 +39,13 @@ def nearest_code(x: torch.Tensor, codebook: torch.Tensor, penalty: torch.Tensor 
 
     With `penalty` (one value per code), minimises distance + penalty instead: with
     penalty = lambda * bits(code) this is entropy-constrained (rate-aware) quantization.
+    ||x||^2 is the same for every code of a row, so the comparison leaves it out and is
+    one fused multiply-add: ||c||^2 + penalty - 2 x.c.
     """
-    distances = (
-        x.pow(2).sum(1, keepdim=True)
-        - 2.0 * x @ codebook.t()
-        + codebook.pow(2).sum(1)[None, :]
-    )
+    bias = codebook.pow(2).sum(1)
     if penalty is not None:
-        distances = distances + penalty[None, :]
-    return distances.argmin(dim=1)
+        bias = bias + penalty
+    return torch.addmm(bias[None, :], x, codebook.t(), alpha=-2.0).argmin(dim=1)
 
 
 @dataclass
