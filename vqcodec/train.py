@@ -186,14 +186,16 @@ def _truncate_log(path: Path, step: int) -> None:
 def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device: torch.device) -> None:
     """Set the linear transforms to the top principal components of stride x stride image blocks.
 
-    Blocks are taken around the mean colour; components come from the eigenvectors of their
-    covariance (float64), largest variance first, with a fixed sign so every rank agrees.
+    Components are the eigenvectors (float64) of the blocks' second moments around the mean
+    colour, largest first, each signed so its entries sum to a positive value: the result does
+    not depend on the eigen-solver's sign choices. Under DDP, wrapping the network afterwards
+    copies rank 0's transform to every rank.
     """
     s, d = net.config.stride, net.config.latent_dim
     blocks = []
     for _, x in zip(range(n_batches), batches):
         x = x.double() - 0.5
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         x = x[:, :, : h // s * s, : w // s * s]
         blocks.append(F.pixel_unshuffle(x, s).permute(0, 2, 3, 1).reshape(-1, 3 * s * s))
     rows = torch.cat(blocks)
@@ -367,7 +369,6 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     if cfg.resume is None:
         pca_init(net, iter(loader(0, cfg.kmeans_batches, offset=2 * 10**9)), cfg.kmeans_batches, device)
-    # DistributedDataParallel copies rank 0's weights to every rank when it wraps the network.
     model = DistributedDataParallel(net, broadcast_buffers=False) if rank.world > 1 else net
 
     step = start
