@@ -28,6 +28,7 @@ def train(
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 250,
     checkpoint_every: Annotated[int, typer.Option(help="Write a checkpoint every N steps.")] = 100,
     resume: Annotated[Optional[Path], typer.Option(help="Continue from this checkpoint (written beside --out as .ckpt).")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this model file (a shipped name or a path) instead of the transform and codebook initialisations; pretraining then defaults to 0 steps.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of every random choice in the run.")] = 0,
@@ -47,7 +48,7 @@ def train(
     try:
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
-                          checkpoint_every=checkpoint_every, resume=resume, device=device, workers=workers, seed=seed)
+                          checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers, seed=seed)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

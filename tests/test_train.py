@@ -140,3 +140,27 @@ def test_pca_init_makes_the_untrained_model_a_block_transform() -> None:
     with torch.no_grad():
         kept = F.mse_loss(reduced(x, 0)[0], x)
         assert 0 < kept < F.mse_loss(torch.full_like(x, float(x.mean())), x)
+
+
+def test_fine_tuning_starts_from_the_model_file(folder: Path, tmp_path: Path, tiny_model_path: Path) -> None:
+    """--init copies weights and codebooks, skips pretraining and k-means, and refuses another architecture."""
+    from dataclasses import replace
+
+    from vqcodec.errors import DataError
+    from vqcodec.model import VQVAE
+    from vqcodec.train import start_from_model
+
+    net = VQVAE(replace(TINY, name="tuned", description="fine-tuned"))
+    start_from_model(net, tiny_model_path)
+    for (key, a), b in zip(load_model(tiny_model_path).net.state_dict().items(), net.state_dict().values()):
+        assert torch.equal(a, b), key
+    with pytest.raises(DataError, match="another architecture"):
+        start_from_model(VQVAE(replace(TINY, codebook_size=8)), tiny_model_path)
+
+    cfg = config(folder, tmp_path / "tuned.safetensors", init=tiny_model_path, pretrain_steps=None, steps=4)
+    assert cfg.pretrain_steps == 0
+    train(cfg)
+    records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
+    assert records[0]["init"] == str(tiny_model_path)
+    assert [r["stages"] > 0 for r in records if "loss" in r] == [True] * 4
+    assert load_model(cfg.out).fingerprint != load_model(tiny_model_path).fingerprint

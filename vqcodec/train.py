@@ -26,7 +26,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -42,7 +42,7 @@ from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, ModelConfig, _to_rows
-from vqcodec.zoo import save_model
+from vqcodec.zoo import load_model, save_model
 
 
 @dataclass
@@ -66,6 +66,7 @@ class TrainConfig:
     checkpoint: Path | None = None
     log: Path | None = None
     resume: Path | None = None
+    init: Path | None = None
     device: str = "auto"
     workers: int = 2
     seed: int = 0
@@ -77,7 +78,7 @@ class TrainConfig:
         if self.log is None:
             self.log = self.out.with_suffix(".jsonl")
         if self.pretrain_steps is None:
-            self.pretrain_steps = self.steps // 10
+            self.pretrain_steps = 0 if self.init is not None else self.steps // 10
         if self.pretrain_steps >= self.steps:
             raise ValueError("--pretrain-steps must be smaller than --steps")
 
@@ -206,6 +207,18 @@ def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device
     basis = vectors.flip(1)[:, :d].t()
     basis = basis * torch.sign(basis.sum(1, keepdim=True) + 1e-12)
     net.set_linear_transform(mean.float().to(device), basis.reshape(d, 3, s, s).float().to(device))
+
+
+def start_from_model(net: VQVAE, path: Path) -> None:
+    """Copy a model file's weights and codebooks (EMA state included) into `net`, for fine-tuning.
+
+    The transform and codebook initialisations are then skipped: the file's network already holds them.
+    Only the name and description may differ from the file's config.
+    """
+    source = load_model(path)
+    if replace(source.config, name=net.config.name, description=net.config.description) != net.config:
+        raise DataError(f"{path}: model has another architecture ({source.config}) than asked for ({net.config})")
+    net.load_state_dict(source.net.state_dict())
 
 
 @torch.no_grad()
@@ -350,6 +363,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         opt.load_state_dict(state["optimizer"])
         start, kmeans_done = int(state["step"]), bool(state["kmeans_done"])
         torch.set_rng_state(state["torch_rng"])
+    elif cfg.init is not None:
+        start_from_model(net, cfg.init)
+        kmeans_done = True
     if rank.main:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         if cfg.resume is not None:
@@ -360,6 +376,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                              "unreadable": [str(p) for p in dataset.report.unreadable],
                              "smaller_than_crop_padded": dataset.report.smaller_than_crop,
                              "world_size": rank.world, "device": str(device),
+                             "init": None if cfg.init is None else str(cfg.init),
                              "config": asdict(cfg.model)})
 
     def loader(begin: int, stop: int, offset: int = 0) -> DataLoader:
@@ -367,7 +384,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                           persistent_workers=False, pin_memory=device.type == "cuda")
 
-    if cfg.resume is None:
+    if cfg.resume is None and cfg.init is None:
         pca_init(net, iter(loader(0, cfg.kmeans_batches, offset=2 * 10**9)), cfg.kmeans_batches, device)
     model = DistributedDataParallel(net, broadcast_buffers=False) if rank.world > 1 else net
 
