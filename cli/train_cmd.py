@@ -57,6 +57,9 @@ def train(
         task = progress.add_task("train", total=steps, info="", completed=0)
 
         def on_step(m: dict[str, Any]) -> None:
+            if m.get("event") == "prior":
+                progress.update(task, info="fitting the entropy prior on the training images")
+                return
             info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
             if "perplexity" in m:
                 info += f" ppl {m['perplexity']:.0f} used {m['codes_in_use']:.0%} q{m['stages']}"

@@ -164,3 +164,27 @@ def test_fine_tuning_starts_from_the_model_file(folder: Path, tmp_path: Path, ti
     assert records[0]["init"] == str(tiny_model_path)
     assert [r["stages"] > 0 for r in records if "loss" in r] == [True] * 4
     assert load_model(cfg.out).fingerprint != load_model(tiny_model_path).fingerprint
+
+
+def test_prior_statistics_count_every_shifted_and_mirrored_view(folder: Path) -> None:
+    from vqcodec.data import read_rgb
+    from vqcodec.model import VQVAE
+    from vqcodec.train import index_statistics, prior_views
+
+    net = VQVAE(TINY).eval()
+    path = folder / "p0.png"
+    pixels = read_rgb(path)  # 40 rows, 48 columns
+    views = list(prior_views(pixels, TINY.stride))
+    per_axis = TINY.stride // 2
+    assert len(views) == 2 * per_axis**2
+    assert torch.equal(views[0][0], torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255)
+    assert torch.equal(views[per_axis**2][0], views[0][0].flip(-1))
+    shifted = views[1][0]  # dx = 2: the same pixels two columns on, cut to the stride
+    assert shifted.shape[-1] == (48 - 2) // TINY.stride * TINY.stride
+    assert torch.equal(shifted, views[0][0][:, :, 2 : 2 + shifted.shape[-1]])
+
+    top, pairs = index_statistics(net, [path], torch.device("cpu"))
+    grids = [(v.shape[-2] // TINY.stride, v.shape[-1] // TINY.stride) for v in views]
+    assert top.sum() == sum(c for _, c in grids)
+    assert pairs[0].sum() == sum((r - 1) * c for r, c in grids)
+    assert all(pairs[s].sum() == sum(r * c for r, c in grids) for s in range(1, TINY.num_stages))

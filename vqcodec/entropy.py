@@ -137,7 +137,7 @@ class ContextPrior:
         object.__setattr__(self, "groups", groups.astype(np.int64))
 
     @classmethod
-    def fit(cls, top: np.ndarray, pairs: np.ndarray, num_groups: int = 64, seed: int = 0) -> "ContextPrior":
+    def fit(cls, top: np.ndarray, pairs: np.ndarray, num_groups: int = 128, seed: int = 0) -> "ContextPrior":
         """Fit from top-row stage-0 counts (K,) and pair counts (stages, K, K) [conditioning code, code]:
         `pairs[0]` counts (code above, code) in stage 0, `pairs[s]` (stage s - 1 code, stage s code) at one cell.
 
