@@ -20,6 +20,7 @@ from PIL import Image
 
 from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
+from vqcodec.data import to_tensor
 from vqcodec.errors import ImageError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, PreparedImage, assemble, open_image, prepare
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
@@ -46,7 +47,7 @@ def grid_shape(model: CodecModel, width: int, height: int) -> tuple[int, int]:
 
 
 def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
-    x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div_(255.0)
+    x = to_tensor(rgb)[None]
     h, w = rgb.shape[:2]
     pad_h, pad_w = -h % stride, -w % stride
     if pad_h or pad_w:

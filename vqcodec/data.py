@@ -106,7 +106,12 @@ class CropDataset(Dataset[torch.Tensor]):
         patch = pixels[top : top + self.crop, left : left + self.crop]
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
-        return torch.from_numpy(np.array(patch)).permute(2, 0, 1).float().div_(255.0)
+        return to_tensor(patch)
+
+
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(3, H, W) float tensor in [0, 1] from (H, W, 3) uint8 pixels; copies, so any numpy view will do."""
+    return torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float().div_(255.0)
 
 
 class StepBatchSampler(Sampler[list[int]]):

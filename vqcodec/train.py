@@ -19,6 +19,7 @@ nccl on GPU). Checkpoints are plain tensors saved atomically and read back with
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -38,7 +39,7 @@ from sklearn.cluster import MiniBatchKMeans
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
+from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb, to_tensor
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, ModelConfig, _to_rows
@@ -260,7 +261,7 @@ def center_crop_to_stride(pixels: np.ndarray, stride: int) -> torch.Tensor:
     h, w = (pixels.shape[0] // stride) * stride, (pixels.shape[1] // stride) * stride
     top, left = (pixels.shape[0] - h) // 2, (pixels.shape[1] - w) // 2
     patch = pixels[top : top + h, left : left + w]
-    return torch.from_numpy(np.array(patch)).permute(2, 0, 1)[None].float() / 255.0
+    return to_tensor(patch)[None]
 
 
 PRIOR_VIEW_STEP = 2
@@ -274,13 +275,11 @@ def prior_views(pixels: np.ndarray, stride: int) -> Iterator[torch.Tensor]:
     A photo can sit at any offset to the 8x8 grid, so each view is another sample of the code
     statistics; 200 training photos alone leave the prior's context tables sparse.
     """
-    for view in (pixels, pixels[:, ::-1]):
-        for dy in range(0, stride, PRIOR_VIEW_STEP):
-            for dx in range(0, stride, PRIOR_VIEW_STEP):
-                h, w = (view.shape[0] - dy) // stride * stride, (view.shape[1] - dx) // stride * stride
-                if h > 0 and w > 0:
-                    patch = view[dy : dy + h, dx : dx + w].copy()
-                    yield torch.from_numpy(patch).permute(2, 0, 1)[None].float() / 255.0
+    offsets = range(0, stride, PRIOR_VIEW_STEP)
+    for view, dy, dx in itertools.product((pixels, pixels[:, ::-1]), offsets, offsets):
+        h, w = (view.shape[0] - dy) // stride * stride, (view.shape[1] - dx) // stride * stride
+        if h > 0 and w > 0:
+            yield to_tensor(view[dy : dy + h, dx : dx + w])[None]
 
 
 @torch.no_grad()
@@ -362,8 +361,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     """Run (or resume) the recipe; rank 0 writes checkpoints, the JSONL log and the model file.
 
     `on_step` receives each step's metrics (for a progress bar), then `{"event": "prior"}` when the
-    entropy prior's fitting starts (minutes: it encodes every training image 32 times). On KeyboardInterrupt or
-    SIGTERM a checkpoint is written and the interrupt re-raised. Returns the trained network.
+    entropy prior's fitting starts (minutes: it encodes every `prior_views` view of every training
+    image). On KeyboardInterrupt or SIGTERM a checkpoint is written and the interrupt re-raised.
+    Returns the trained network.
     """
     device = pick_device(cfg.device)
     rank = _init_distributed(device)
