@@ -12,6 +12,7 @@ from cli.codec_cmds import compress, decompress, info
 from cli.demo_cmd import demo
 from cli.tokens_cmd import detokenize, tokens
 from cli.train_cmd import train
+from cli.prior_cmd import fit_prior
 from vqcodec.errors import VqcodecError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.command()(train)
 app.command()(demo)
 app.command()(tokens)
 app.command()(detokenize)
+app.command("fit-prior")(fit_prior)
 
 
 @app.callback()

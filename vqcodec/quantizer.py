@@ -194,6 +194,44 @@ class ResidualVQ(nn.Module):
             indices.append(idx)
         return torch.stack(indices)
 
+    def beam_encode(self, x: torch.Tensor, num_stages: int, beam: int,
+                    penalties: torch.Tensor | None = None) -> torch.Tensor:
+        """Indices (S, N) for (N, D) rows by beam search over the stages.
+
+        Greedy coding fixes each stage's code before seeing what the later stages can do with
+        the residual. Beam search keeps, per row, the `beam` best partial codes (by squared
+        error of the residual plus the summed penalties) and extends each by every code of the
+        next stage; the best complete code wins. `beam=1` is greedy coding.
+        """
+        n, _ = x.shape
+        residual = x[:, None, :]  # (N, B, D)
+        cost = x.new_zeros(n, 1)  # penalties so far, per beam
+        history: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parent beam, code) per stage
+        for s, stage in enumerate(self.stages[:num_stages]):
+            cb = stage.codebook
+            b = residual.shape[1]
+            # ||r - c||^2 = ||r||^2 + ||c||^2 - 2 r.c, for every beam and code: (N, B, K)
+            dist = (residual.pow(2).sum(-1, keepdim=True) + cb.pow(2).sum(1)[None, None]
+                    - 2.0 * residual @ cb.t())
+            total = dist + cost[..., None]
+            if penalties is not None:
+                total = total + penalties[s][None, None]
+            keep = min(beam, b * cb.shape[0])
+            best = total.reshape(n, -1).topk(keep, dim=1, largest=False, sorted=True).indices
+            parent, code = best // cb.shape[0], best % cb.shape[0]
+            residual = residual.gather(1, parent[..., None].expand(-1, -1, residual.shape[2])) - cb[code]
+            if penalties is not None:
+                cost = cost.gather(1, parent) + penalties[s][code]
+            history.append((parent, code))
+        # The best beam is first (topk sorted, distances are exact up to rounding; the last
+        # stage's ranking already includes every term). Walk the parents back.
+        indices = []
+        pick = torch.zeros(n, 1, dtype=torch.long, device=x.device)
+        for parent, code in reversed(history):
+            indices.append(code.gather(1, pick)[:, 0])
+            pick = parent.gather(1, pick)
+        return torch.stack(indices[::-1])
+
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Sum of the codebook vectors of indices (S, ...) over the S given stages."""
         out = self.stages[0].lookup(indices[0])

@@ -1,7 +1,9 @@
 """Model files: safetensors weights with the config and entropy prior inside, and the shipped models.
 
-A model file holds the network's tensors, the prior's integer counts as the tensor
-`prior.counts` (and for a context prior its code-to-group map `prior.groups`), and in its metadata the `ModelConfig` as JSON and a fingerprint: a
+A model file holds the network's tensors, the prior's integer tables (a count prior's counts as
+`prior.counts` and a context prior's code-to-group map `prior.groups`; a learned prior's tables
+and integer context network under `prior.learned.*`), and in its metadata the `ModelConfig` as
+JSON and a fingerprint: a
 SHA-256 over every tensor's name, dtype, shape and bytes plus the config. Loading
 recomputes the fingerprint and refuses a file whose content does not match it, and
 `.vqz` files name the fingerprint of the model that wrote them.
@@ -22,6 +24,7 @@ from safetensors.torch import load_file, save
 from safetensors import safe_open
 
 from vqcodec.entropy import ContextPrior, FrequencyPrior
+from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.safe_io import write_bytes_atomic
@@ -29,7 +32,8 @@ from vqcodec.safe_io import write_bytes_atomic
 DEFAULT_MODEL = "default"
 PRIOR_KEY = "prior.counts"
 GROUPS_KEY = "prior.groups"
-Prior = FrequencyPrior | ContextPrior
+LEARNED_PREFIX = "prior.learned."
+Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
 
 
@@ -62,6 +66,10 @@ def fingerprint(tensors: dict[str, torch.Tensor], config_json: str) -> bytes:
 
 def _state_tensors(net: VQVAE, prior: Prior) -> dict[str, torch.Tensor]:
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if isinstance(prior, LearnedPrior):
+        for key, value in prior.tensors().items():
+            tensors[LEARNED_PREFIX + key] = torch.from_numpy(np.ascontiguousarray(value).astype(np.int32))
+        return tensors
     tensors[PRIOR_KEY] = torch.from_numpy(prior.counts.astype(np.int32))
     if isinstance(prior, ContextPrior):
         tensors[GROUPS_KEY] = torch.from_numpy(prior.groups.astype(np.int32))
@@ -135,13 +143,9 @@ def _load(path: Path) -> CodecModel:
     digest = fingerprint(tensors, meta["config"])
     if digest.hex() != meta["fingerprint"]:
         raise ModelError(f"{path}: content does not match its fingerprint (file altered or damaged)")
-    if PRIOR_KEY not in tensors:
-        raise ModelError(f"{path}: model file has no entropy prior")
     try:
-        counts = tensors.pop(PRIOR_KEY).numpy().astype(np.int64)
-        prior: Prior = (ContextPrior(counts, tensors.pop(GROUPS_KEY).numpy()) if GROUPS_KEY in tensors
-                        else FrequencyPrior(counts))
-    except ValueError as exc:
+        prior = _read_prior(tensors)
+    except (ValueError, KeyError) as exc:
         raise ModelError(f"{path}: bad entropy prior ({exc})") from None
     net = VQVAE(config)
     try:
@@ -153,6 +157,20 @@ def _load(path: Path) -> CodecModel:
     # default layout, whose results are checked to be identical across thread counts.
     net.encoder.to(memory_format=torch.channels_last)
     return CodecModel(net=net, prior=prior, fingerprint=digest)
+
+
+def _read_prior(tensors: dict[str, torch.Tensor]) -> Prior:
+    """Take the prior's tensors out of a model file's tensors and build the prior they describe."""
+    learned = {k[len(LEARNED_PREFIX):]: tensors.pop(k).numpy().astype(np.int64)
+               for k in [k for k in tensors if k.startswith(LEARNED_PREFIX)]}
+    if learned:
+        return LearnedPrior.from_tensors(learned)
+    if PRIOR_KEY not in tensors:
+        raise ValueError("model file has no entropy prior")
+    counts = tensors.pop(PRIOR_KEY).numpy().astype(np.int64)
+    if GROUPS_KEY in tensors:
+        return ContextPrior(counts, tensors.pop(GROUPS_KEY).numpy())
+    return FrequencyPrior(counts)
 
 
 ModelLike = CodecModel | str | os.PathLike[str] | None

@@ -67,6 +67,10 @@ class FrequencyPrior:
         p = self.probabilities(stage)
         return float(-np.log2(p[np.asarray(symbols).ravel()]).sum())
 
+    def stage_bits(self, grids: np.ndarray, stage: int) -> float:
+        """Sum of -log2 p over one stage of index grids (stages, rows, columns)."""
+        return self.ideal_bits(grids[stage], stage)
+
     def min_bits(self, stage: int) -> float:
         """Fewest bits any one symbol of this stage can cost: bounds how many symbols a stream can hold."""
         return float(-np.log2(self.probabilities(stage).max()))
@@ -198,13 +202,14 @@ class ContextPrior:
         rows = self.counts[stage].astype(np.float64)
         return float(-np.log2((rows.max(1) / rows.sum(1)).max()))
 
+    def stage_bits(self, grids: np.ndarray, stage: int) -> float:
+        """Sum of -log2 p over one stage of index grids (stages, rows, columns)."""
+        p = self._table(stage)[self._contexts(grids, stage), grids[stage].ravel()]
+        return float(-np.log2(p).sum())
+
     def ideal_bits(self, grids: np.ndarray) -> float:
         """Sum of -log2 p over all stages of index grids (stages, rows, columns)."""
-        bits = 0.0
-        for s in range(grids.shape[0]):
-            p = self._table(s)[self._contexts(grids, s), grids[s].ravel()]
-            bits += float(-np.log2(p).sum())
-        return bits
+        return sum(self.stage_bits(grids, s) for s in range(grids.shape[0]))
 
     def encode_grids(self, grids: np.ndarray) -> tuple[bytes, ...]:
         """One stream per stage: stage 0 row by row, later stages group by group in raster order."""

@@ -1,0 +1,73 @@
+"""Encoder effort: beam search over residual stages, the levels of `compress(effort=...)`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vqcodec
+from vqcodec import codec
+from vqcodec.errors import ArgumentError
+from vqcodec.quantizer import ResidualVQ
+
+from tests.conftest import synthetic_image
+
+
+def trained_like_rvq(seed: int = 0) -> ResidualVQ:
+    """A residual VQ whose stages shrink like a trained one's."""
+    torch.manual_seed(seed)
+    rvq = ResidualVQ(4, 32, 8)
+    for s, stage in enumerate(rvq.stages):
+        stage.codebook.copy_(torch.randn(32, 8) * 0.6 ** s)
+    return rvq
+
+
+def test_beam_of_one_is_greedy() -> None:
+    rvq = trained_like_rvq()
+    x = torch.randn(500, 8)
+    assert torch.equal(rvq.beam_encode(x, 4, 1), rvq.encode(x, 4))
+
+
+def test_wider_beams_lower_the_error() -> None:
+    rvq = trained_like_rvq()
+    x = torch.randn(2000, 8)
+    errors = [float((x - rvq.decode(rvq.beam_encode(x, 4, b))).pow(2).sum()) for b in (1, 4, 16)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_beam_search_with_penalties_spends_fewer_penalised_codes() -> None:
+    rvq = trained_like_rvq()
+    x = torch.randn(2000, 8)
+    penalties = torch.zeros(4, 32)
+    penalties[:, 16:] = 1.0
+    plain = rvq.beam_encode(x, 4, 4)
+    priced = rvq.beam_encode(x, 4, 4, penalties)
+    assert (priced >= 16).sum() < (plain >= 16).sum()
+
+
+def test_beam_of_one_equals_greedy_for_a_single_stage() -> None:
+    rvq = trained_like_rvq()
+    x = torch.randn(300, 8)
+    assert torch.equal(rvq.beam_encode(x, 1, 8), rvq.encode(x, 1))
+
+
+@pytest.mark.parametrize("effort", [-1, 5, 1.5, "2", True])
+def test_bad_effort_is_refused(tiny_model, effort) -> None:
+    with pytest.raises(ArgumentError):
+        vqcodec.compress(synthetic_image(), model=tiny_model, effort=effort)
+
+
+def test_every_effort_decodes_and_effort_zero_is_greedy(default_model, kodak_crop) -> None:
+    sizes, errors = [], []
+    x = np.asarray(kodak_crop, dtype=np.float64)
+    for effort in range(len(codec.EFFORT_BEAMS)):
+        data = vqcodec.compress(kodak_crop, model=default_model, quality=4, effort=effort)
+        out = np.asarray(vqcodec.decompress(data, model=default_model), dtype=np.float64)
+        sizes.append(len(data))
+        errors.append(((out - x) ** 2).mean())
+    assert errors[-1] < errors[0]
+    latents = codec.embed(default_model, np.asarray(kodak_crop))
+    greedy = codec.quantize(default_model, latents, codec.grid_shape(default_model, *kodak_crop.size), 4)
+    assert np.array_equal(codec.quantize(default_model, latents, codec.grid_shape(default_model, *kodak_crop.size), 4,
+                                         effort=0), greedy)
