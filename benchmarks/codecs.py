@@ -92,49 +92,70 @@ def jpeg2000() -> Codec:
                    lambda r: {"quality_mode": "rates", "quality_layers": [r], "irreversible": True, "mct": 1})
 
 
-def vqcodec_model(model_name: str) -> Codec:
-    """A shipped vqcodec model at every quality; the bytes are the whole `.vqz` file, header included."""
-    model = load_model(model_name)
+def vqcodec_model(model: str, label: str | None = None, effort: int | None = None) -> Codec:
+    """A vqcodec model (a shipped name or a file) at every quality; the bytes are the whole `.vqz` file.
+
+    The codec is named `vqcodec-LABEL` (LABEL defaults to the model's name), with `-effortN` when an
+    encoder effort other than the default is asked for.
+    """
+    loaded = load_model(model)
+    level = vq.check_effort(effort)
 
     def encode(image: Image.Image, quality: int) -> bytes:
-        return vq.compress(image, model, quality)
+        return vq.compress(image, loaded, quality, effort=level)
 
     def decode(data: bytes) -> Image.Image:
-        return vq.decompress(data, model).convert("RGB")
+        return vq.decompress(data, loaded).convert("RGB")
 
-    fp = model.fingerprint.hex()
-    description = f"vqcodec model '{model.name}' ({fp[:16]}), quality = residual stages kept"
-    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp}
-    return Codec(f"vqcodec-{model_name}", description, "quality", tuple(range(1, model.config.num_stages + 1)),
-                 encode, decode, identity)
+    fp = loaded.fingerprint.hex()
+    name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
+    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}), quality = residual stages kept, "
+                   f"encoder effort {level} (beam {vq.EFFORT_BEAMS[level]})")
+    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level}
+    return Codec(name, description, "quality", tuple(range(1, loaded.config.num_stages + 1)), encode, decode,
+                 identity)
 
 
-def registry(threads: int = 1) -> dict[str, Callable[[], Codec]]:
-    """Every codec by name, built on demand: vqcodec-NAME for each shipped model, then Pillow's.
+def registry(threads: int = 1, model_files: dict[str, str] | None = None) -> dict[str, Callable[[], Codec]]:
+    """Every codec by name, built on demand: vqcodec-NAME for each shipped model and each of `model_files`
+    (label to path), vqcodec-NAME-effortN for the shipped models at the other encoder efforts, then Pillow's.
 
     `threads` is the AVIF encoder's thread count (vqcodec's is torch's, set by the caller).
     """
     found: dict[str, Callable[[], Codec]] = {
         f"vqcodec-{name}": partial(vqcodec_model, name) for name in sorted(shipped_models())
     }
+    for label, path in (model_files or {}).items():
+        found[f"vqcodec-{label}"] = partial(vqcodec_model, path, label)
+    for name in sorted(shipped_models()):
+        for effort in range(len(vq.EFFORT_BEAMS)):
+            if effort != vq.DEFAULT_EFFORT:
+                found[f"vqcodec-{name}-effort{effort}"] = partial(vqcodec_model, name, None, effort)
     found.update(jpeg=jpeg, webp=webp, jpeg2000=jpeg2000, avif=partial(avif, threads))
     return found
 
 
-def select(names: list[str] | None) -> list[str]:
-    """Codec names to run: all when `names` is None; `vqcodec` stands for every shipped model.
+def is_effort_variant(name: str) -> bool:
+    """Whether a codec name is a shipped model at a non-default effort (run only when named)."""
+    return name.startswith("vqcodec-") and "-effort" in name
+
+
+def select(names: list[str] | None, model_files: dict[str, str] | None = None) -> list[str]:
+    """Codec names to run: all but the effort variants when `names` is None; `vqcodec` stands for every
+    shipped model and model file at the default effort, `vqcodec-efforts` for every effort variant.
 
     Raises ValueError naming the known codecs when a name is unknown.
     """
-    known = list(registry())
+    known = list(registry(model_files=model_files))
+    plain = [k for k in known if k.startswith("vqcodec-") and not is_effort_variant(k)]
+    groups = {"vqcodec": plain, "vqcodec-efforts": [k for k in known if is_effort_variant(k)]}
     if names is None:
-        return known
+        return [k for k in known if not is_effort_variant(k)]
     chosen: list[str] = []
     for name in names:
-        expanded = [k for k in known if k.startswith("vqcodec-")] if name == "vqcodec" else [name]
-        if name not in known and name != "vqcodec":
-            raise ValueError(f"unknown codec '{name}' (known: vqcodec, {', '.join(known)})")
-        chosen += [n for n in expanded if n not in chosen]
+        if name not in known and name not in groups:
+            raise ValueError(f"unknown codec '{name}' (known: vqcodec, vqcodec-efforts, {', '.join(known)})")
+        chosen += [n for n in groups.get(name, [name]) if n not in chosen]
     if not chosen:
         raise ValueError("no codec selected (no vqcodec model is installed)")
     return chosen

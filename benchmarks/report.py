@@ -94,6 +94,41 @@ def _bd_section(results: Sequence[CodecResult]) -> list[str]:
     return lines + [""]
 
 
+def _variants_section(results: Sequence[CodecResult]) -> list[str]:
+    """vqcodec's codecs against each other: BD-rate (PSNR) and mean times at every quality they share."""
+    vq = [r for r in results if r.name.startswith("vqcodec-")]
+    if len(vq) < 2:
+        return []
+    lines = ["## vqcodec against vqcodec", "",
+             "Every vqcodec codec of this run (shipped models, encoder effort levels, model files given with "
+             "`--model-file`) against each other: BD-rate in PSNR (row against column), then the mean encode "
+             "and decode time per Kodak image at the middle quality, and their ratio to the first column's codec.", "",
+             "| codec | " + " | ".join(f"vs {a.name}" for a in vq) + " |", "|---" * (1 + len(vq)) + "|"]
+    for r in vq:
+        cells = []
+        for a in vq:
+            if a is r:
+                cells.append("—")
+                continue
+            try:
+                cells.append(_cell(bd_rate(*_curve(a, "psnr"), *_curve(r, "psnr"), min_points=MIN_BD_POINTS)))
+            except ValueError as exc:
+                cells.append(_cell(str(exc)))
+        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    first = vq[0]
+    middle = first.settings[len(first.settings) // 2].setting
+    base = {s.setting: s for s in first.settings}
+    lines += ["", f"| codec | quality | encode (ms) | decode (ms) | encode / {first.name} | decode / {first.name} |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for r in vq:
+        for s in r.settings:
+            if s.setting == middle and middle in base:
+                b = base[middle]
+                lines.append(f"| {r.name} | {s.setting} | {1000 * s.encode_s:.0f} | {1000 * s.decode_s:.0f} "
+                             f"| {s.encode_s / b.encode_s:.2f} | {s.decode_s / b.decode_s:.2f} |")
+    return lines + [""]
+
+
 def _speed_section(speed: Sequence[SpeedResult]) -> list[str]:
     lines = ["## Speed and memory of vqcodec", ""]
     if not speed:
@@ -152,7 +187,8 @@ def write_report(path: Path, results: Sequence[CodecResult], speed: Sequence[Spe
              ""]
     for r in results:
         lines += _codec_table(r)
-    lines += _bd_section(results) + _speed_section(speed) + _run_section(results, speed, summary)
+    lines += (_bd_section(results) + _variants_section(results) + _speed_section(speed)
+              + _run_section(results, speed, summary))
     text = "\n".join(lines)
     write_atomic(path, lambda f: f.write(text.encode()), overwrite=True)
     return path

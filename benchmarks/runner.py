@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from vqcodec.errors import DataError
 
 from benchmarks import results, speed
 from benchmarks.codecs import Codec, registry, select
+from vqcodec.zoo import shipped_models
 from benchmarks.environment import describe
 from benchmarks.metrics import MIN_MS_SSIM_SIDE, as_tensor, bits_per_pixel, ms_ssim, psnr
 from benchmarks.report import RunSummary, plot_rd, write_report
@@ -74,6 +75,8 @@ class BenchConfig:
     quick: bool = False
     threads: int = 1
     force: bool = False
+    model_files: dict[str, str] = field(default_factory=dict)
+    """Extra vqcodec models to run, label to model file (codec `vqcodec-LABEL`), e.g. an earlier release."""
 
 
 @dataclass(frozen=True)
@@ -151,9 +154,9 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
     started = time.perf_counter()
     if config.threads < 1:
         raise ValueError(f"threads must be at least 1, got {config.threads}")
-    names = select(config.codecs)
+    names = select(config.codecs, config.model_files)
     images = load_images(config.data, QUICK_IMAGES if config.quick else None)
-    makers = registry(config.threads)
+    makers = registry(config.threads, config.model_files)
     codecs = [makers[n]() for n in names]
     config.out.mkdir(parents=True, exist_ok=True)
     sizes = speed.QUICK_SIZES if config.quick else speed.SIZES
@@ -171,7 +174,7 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
             work.append((codec, settings, key))
         else:
             found[codec.name] = cached
-        if codec.name.startswith("vqcodec-"):
+        if codec.name.removeprefix("vqcodec-") in shipped_models():
             skey = speed_key(codec, images[0], [*sizes, memory_size], settings, config.threads)
             scached = None if config.force else results.load(config.out / f"speed-{codec.name}.json", SpeedResult, skey)
             if scached is None:

@@ -15,11 +15,15 @@ def bench(
     data: Annotated[Path, typer.Option("--data", help="Folder of test images, e.g. Kodak (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON results, report.md and plots.")],
     codecs: Annotated[Optional[list[str]], typer.Option(
-        "--codecs", help="Codecs to run, comma-separated or repeated: vqcodec (every shipped model), "
-                         "vqcodec-NAME, jpeg, webp, jpeg2000, avif. Default: all.")] = None,
+        "--codecs", help="Codecs to run, comma-separated or repeated: vqcodec (every shipped model and model file), "
+                         "vqcodec-NAME, vqcodec-efforts (the shipped models at every other encoder effort), "
+                         "vqcodec-NAME-effortN, jpeg, webp, jpeg2000, avif. Default: all but the effort variants.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke test: 4 images, 3 settings per codec, 768x512 speed only.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads for vqcodec (torch) and the AVIF encoder; recorded in the results.")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Recompute everything, ignoring cached results in --out.")] = False,
+    model_file: Annotated[Optional[list[str]], typer.Option(
+        "--model-file", help="Also run a model file as codec vqcodec-LABEL, given as LABEL=PATH (repeatable), "
+                             "e.g. an earlier release to compare with.")] = None,
 ) -> None:
     """Benchmark vqcodec against JPEG, WebP, JPEG 2000 and AVIF: rate-distortion, BD-rate, speed and memory.
 
@@ -32,11 +36,18 @@ def bench(
     from benchmarks.runner import BenchConfig, run_benchmark
 
     names = [n.strip() for item in codecs for n in item.split(",") if n.strip()] if codecs else None
+    files: dict[str, str] = {}
+    for item in model_file or []:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path or not Path(path).is_file():
+            raise typer.BadParameter(f"expected LABEL=PATH to a model file, got '{item}'", param_hint="--model-file")
+        files[label] = path
     try:
-        select(names)
+        select(names, files)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--codecs") from None
-    config = BenchConfig(data=data, out=out, codecs=names, quick=quick, threads=threads, force=force)
+    config = BenchConfig(data=data, out=out, codecs=names, quick=quick, threads=threads, force=force,
+                         model_files=files)
     columns = [TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:

@@ -38,7 +38,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @needs_kodak
 def test_quick_run_writes_sane_results_for_every_codec(quick: Path) -> None:
-    names = list(registry())
+    names = select(None)
     assert len([n for n in names if n.startswith("vqcodec-")]) == len(shipped_models())
     for name in names:
         data = json.loads((quick / f"{name}.json").read_text())
@@ -62,7 +62,7 @@ def test_quick_run_writes_sane_results_for_every_codec(quick: Path) -> None:
 @needs_kodak
 def test_quick_run_writes_report_plots_and_speed(quick: Path) -> None:
     report = (quick / "report.md").read_text()
-    for name in registry():
+    for name in select(None):
         assert f"### {name}" in report
     for section in ("## Rate-distortion", "## BD-rate", "## Speed and memory", "## Run", "Quick smoke run"):
         assert section in report
@@ -104,7 +104,9 @@ def test_unknown_codec_is_a_usage_error(tmp_path: Path) -> None:
 def test_codec_selection() -> None:
     models = [f"vqcodec-{n}" for n in sorted(shipped_models())]
     assert select(["webp", "vqcodec", "webp"]) == ["webp", *models]
-    assert select(None) == list(registry())
+    assert select(None) == [n for n in registry() if "-effort" not in n]
+    efforts = select(["vqcodec-efforts"])
+    assert efforts and all("-effort" in n for n in efforts)
     with pytest.raises(ValueError, match="unknown codec"):
         select(["png"])
 

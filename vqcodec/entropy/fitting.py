@@ -39,12 +39,12 @@ if TYPE_CHECKING:
 class FitConfig:
     """Options of one context-network training run."""
 
-    steps: int = 3000
-    batch: int = 16
-    crop: int = 32
-    lr: float = 2e-3
+    steps: int = 1500
+    batch: int = 12
+    crop: int = 24
+    lr: float = 3e-3
     quantize_at: float = 0.7
-    tau_start: float = 1.0
+    tau_start: float = 0.5
     tau_end: float = 0.05
     table_lr_scale: float = 10.0
     seed: int = 0
