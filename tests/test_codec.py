@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.conftest import noise_image
 from vqcodec import codec, container
-from vqcodec.errors import ImageError, VqzError
+from vqcodec.errors import ArgumentError, ImageError, VqcodecError, VqzError
 from vqcodec.images import PrecisionWarning
 
 
@@ -51,7 +51,7 @@ def test_lower_quality_decodes_from_a_full_file(default_model, kodak_crop) -> No
 
 
 def test_quality_is_validated(tiny_model) -> None:
-    with pytest.raises(ValueError, match="quality must be 1..3"):
+    with pytest.raises(ArgumentError, match="quality must be an integer 1..3"):
         codec.compress(noise_image(4, 4), tiny_model, 4)
 
 
@@ -133,5 +133,53 @@ def test_target_bpp_lands_within_five_percent(default_model, name: str) -> None:
 
 
 def test_target_bpp_and_quality_exclude_each_other(tiny_model) -> None:
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ArgumentError, match="not both"):
         codec.compress(noise_image(8, 8), tiny_model, 2, target_bpp=0.5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"quality": 2.5}, {"quality": "2"}, {"quality": 0}, {"quality": True}, {"target_bpp": -1.0},
+    {"target_bpp": float("nan")}, {"target_bpp": float("inf")}, {"target_bpp": "0.5"},
+    {"quality": 2, "target_bpp": 0.5}, {"max_pixels": 0}, {"max_pixels": 1.5},
+])
+def test_bad_compress_arguments_are_vqcodec_errors(tiny_model, kwargs: dict) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        codec.compress(noise_image(8, 8), tiny_model, **kwargs)
+    assert isinstance(caught.value, VqcodecError) and isinstance(caught.value, ValueError)
+
+
+def test_bad_decompress_arguments_are_vqcodec_errors(tiny_model, tmp_path) -> None:
+    data = codec.compress(noise_image(8, 8), tiny_model, 2)
+    with pytest.raises(ArgumentError, match="quality"):
+        codec.decompress(data, tiny_model, quality=1.5)
+    with pytest.raises(ArgumentError, match="bytes, a path or a binary file"):
+        codec.decompress(12345, tiny_model)
+    text = tmp_path / "t.txt"
+    text.write_text("hello")
+    with open(text) as f, pytest.raises(ArgumentError, match="binary"):
+        codec.decompress(f, tiny_model)
+
+
+def test_decompress_and_info_accept_bytes_paths_and_binary_files(tiny_model, tmp_path) -> None:
+    data = codec.compress(noise_image(12, 9), tiny_model, 2)
+    path = tmp_path / "x.vqz"
+    path.write_bytes(data)
+    expected = np.asarray(codec.decompress(data, tiny_model))
+    with open(path, "rb") as f:
+        sources = [bytearray(data), memoryview(data), str(path), path, io.BytesIO(data), f]
+        for source in sources:
+            assert np.array_equal(np.asarray(codec.decompress(source, tiny_model)), expected), type(source)
+    assert codec.info(path).size == codec.info(io.BytesIO(data)).size == len(data)
+    with pytest.raises(VqzError, match="no such file"):
+        codec.decompress(tmp_path / "missing.vqz", tiny_model)
+
+
+def test_compress_accepts_paths_bytes_and_binary_files(tiny_model, tmp_path) -> None:
+    path = tmp_path / "x.png"
+    noise_image(12, 9).save(path)
+    expected = codec.compress(noise_image(12, 9), tiny_model, 2)
+    with open(path, "rb") as f:
+        for source in (str(path), path, f, io.BytesIO(path.read_bytes()), path.read_bytes()):
+            assert codec.compress(source, tiny_model, 2) == expected, type(source)
+    with pytest.raises(ArgumentError, match="PIL image, a path"):
+        codec.compress(12345, tiny_model)

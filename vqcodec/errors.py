@@ -5,6 +5,10 @@ class VqcodecError(Exception):
     """Base of every error vqcodec raises on purpose."""
 
 
+class ArgumentError(VqcodecError, ValueError):
+    """An argument to a vqcodec function has the wrong type or is out of range (quality, target_bpp, ...)."""
+
+
 class VqzError(VqcodecError, ValueError):
     """A `.vqz` file is malformed, damaged, unsupported, or needs a model we do not have."""
 

@@ -11,15 +11,18 @@ Policy (documented in the README):
 
 from __future__ import annotations
 
+import io
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vqcodec.errors import ImageError
+from vqcodec.errors import ArgumentError, ImageError
 
 MAX_INPUT_PIXELS = 100_000_000
 """Largest image `compress` accepts by default (width x height); pass `max_pixels` to change it."""
@@ -38,25 +41,81 @@ class PreparedImage:
     mode: str
 
 
-def open_image(source: str | os.PathLike[str] | Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """Open a path (or pass an image through), checking the size before decoding any pixel."""
+ImageSource = Image.Image | str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+"""What `compress` takes: a PIL image, a path, the bytes of an image file, or a binary file object."""
+
+
+def describe(source: ImageSource) -> str:
+    """How messages name an input: its path or file name when it has one."""
+    if isinstance(source, Image.Image):
+        return str(getattr(source, "filename", "") or "image")
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "image bytes"
+    return str(getattr(source, "name", "") or "image file")
+
+
+def check_max_pixels(max_pixels: int) -> int:
+    """`max_pixels` validated: a positive integer."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 1:
+        raise ArgumentError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Open an image (or pass a PIL image through), checking its size before decoding any pixel.
+
+    Like `PIL.Image.open`, it takes a path, a binary file object, or (unlike it) the bytes
+    of an image file. A `.vqz` file is refused: it is already compressed.
+    """
+    max_pixels = check_max_pixels(max_pixels)
+    name = describe(source)
     if isinstance(source, Image.Image):
         im = source
     else:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            fp: Path | BinaryIO = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            fp = Path(source)
+        elif hasattr(source, "read") and not isinstance(source, io.TextIOBase):
+            fp = source
+        else:
+            raise ArgumentError("image must be a PIL image, a path, bytes or a binary file object, "
+                                f"got {type(source).__name__}")
         try:
-            im = Image.open(Path(source))
+            im = Image.open(fp)
         except FileNotFoundError:
-            raise ImageError(f"{source}: no such file") from None
+            raise ImageError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise ImageError(f"{name}: is a folder") from None
         except (UnidentifiedImageError, OSError) as exc:
-            raise ImageError(f"{source}: not an image Pillow can read ({exc})") from None
+            raise ImageError(f"{name}: not an image Pillow can read ({exc})") from None
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"{source}: {exc}") from None
+            raise ImageError(f"{name}: {exc}") from None
     w, h = im.size
-    if w * h > max_pixels:
-        raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (see max_pixels)")
-    if w < 1 or h < 1:
-        raise ImageError(f"image size {w}x{h} is empty")
-    return im
+    problem = None
+    if im.format == "VQZ":
+        problem = "already a .vqz file (decompress it first to re-encode it)"
+    elif w * h > max_pixels:
+        problem = f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (see max_pixels)"
+    elif w < 1 or h < 1:
+        problem = f"image size {w}x{h} is empty"
+    if problem is None:
+        return im
+    if im is not source:
+        with im:  # closes the file Pillow opened for it
+            pass
+    raise ImageError(f"{name}: {problem}")
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_INPUT_PIXELS) -> PreparedImage:
+    """`open_image` then `prepare`, closing any file the image was opened from (never the caller's)."""
+    im = open_image(source, max_pixels)
+    if im is source:
+        return prepare(im, describe(source))
+    with im:
+        return prepare(im, describe(source))
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
@@ -70,13 +129,13 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
 
 
-def prepare(im: Image.Image) -> PreparedImage:
-    """Normalise an opened image (see the module policy); decodes the pixels."""
+def prepare(im: Image.Image, name: str = "image") -> PreparedImage:
+    """Normalise an opened image (see the module policy); decodes the pixels. `name` is for messages."""
     try:
         im = ImageOps.exif_transpose(im)
         im.load()
     except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"cannot decode image ({exc})") from None
+        raise ImageError(f"{name}: cannot decode image ({exc})") from None
     mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
