@@ -183,3 +183,42 @@ def test_compress_accepts_paths_bytes_and_binary_files(tiny_model, tmp_path) -> 
             assert codec.compress(source, tiny_model, 2) == expected, type(source)
     with pytest.raises(ArgumentError, match="PIL image, a path"):
         codec.compress(12345, tiny_model)
+
+
+def _deep_images(tmp_path) -> dict[str, tuple]:
+    rng = np.random.default_rng(7)
+    pgm = tmp_path / "deep.pgm"  # 16-bit PGM, opened by Pillow as mode I, values 0..127 of 65535
+    low = rng.integers(0, 128, (6, 5)).astype(">u2")
+    pgm.write_bytes(b"P5\n5 6\n65535\n" + low.tobytes())
+    wide = rng.integers(0, 1 << 20, (6, 5)).astype(np.int32)  # 32-bit values beyond 16 bits
+    Image.fromarray(wide, "I").save(tmp_path / "wide.tif")
+    unit = rng.random((6, 5)).astype(np.float32)  # float image in [0, 1]
+    Image.fromarray(unit, "F").save(tmp_path / "unit.tif")
+    return {
+        "deep.pgm": ("I", low.astype(np.float64) * 255 / 65535),
+        "wide.tif": ("I", (wide - wide.min()) * 255.0 / (wide.max() - wide.min())),
+        "unit.tif": ("F", unit.astype(np.float64) * 255),
+    }
+
+
+@pytest.mark.parametrize("name", ["deep.pgm", "wide.tif", "unit.tif"])
+def test_deep_modes_map_their_real_range_to_8_bits(tmp_path, name: str) -> None:
+    from vqcodec.images import load_image
+
+    mode, expected = _deep_images(tmp_path)[name]
+    with pytest.warns(PrecisionWarning) as caught:
+        prepared = load_image(tmp_path / name)
+    message = str(caught[0].message)
+    assert str(tmp_path / name) in message and f"mode {mode}" in message and "16-bit" not in message
+    assert prepared.mode == "L"
+    assert np.abs(prepared.rgb[..., 0] - expected).max() <= 0.5 + 1e-9
+
+
+def test_float_image_with_nan_is_refused(tmp_path) -> None:
+    from vqcodec.images import load_image
+
+    arr = np.zeros((4, 4), np.float32)
+    arr[1, 1] = np.nan
+    Image.fromarray(arr, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError, match="nan.tif.*not finite"):
+        load_image(tmp_path / "nan.tif")

@@ -3,9 +3,13 @@
 Policy (documented in the README):
 - EXIF orientation is applied, so the stored image is the one a viewer shows.
 - 1-bit, grayscale and float images are coded as grayscale (mode L).
+- Deep images (modes I;16*, I and F) are mapped linearly to 8 bits, with a
+  `PrecisionWarning` naming the file, its mode and the range used: samples that fit
+  0..65535 are on the 16-bit scale (Pillow's scale for 16-bit PNG, PGM and TIFF);
+  floats within [0, 1] or [0, 255] on that scale; anything else (32-bit integers,
+  negative values) by its own minimum..maximum. Non-finite floats are refused.
 - Palette images become RGB, or RGBA when the palette has transparency.
 - Alpha (RGBA, LA) is kept losslessly beside the lossy colour channels.
-- 16-bit and 32-bit integer images are reduced to 8 bits with a warning.
 - Anything else Pillow can convert (CMYK, YCbCr, ...) is coded as RGB.
 """
 
@@ -29,7 +33,7 @@ MAX_INPUT_PIXELS = 100_000_000
 
 
 class PrecisionWarning(UserWarning):
-    """An input with more than 8 bits per sample was reduced to 8 bits."""
+    """An input with more than 8 bits per sample was reduced to 8 bits (see `deep_range`)."""
 
 
 @dataclass(frozen=True)
@@ -118,15 +122,39 @@ def load_image(source: ImageSource, max_pixels: int = MAX_INPUT_PIXELS) -> Prepa
         return prepare(im, describe(source))
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
-    arr = np.asarray(im)
-    if arr.dtype.kind == "f":
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-    peak = 65535 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255
-    if peak > 255:
-        warnings.warn("16-bit image reduced to 8 bits per sample", PrecisionWarning, stacklevel=3)
-        arr = (arr.astype(np.int64) * 255 + 32767) // 65535
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+SIXTEEN_BIT = 65535
+
+
+def deep_range(mode: str, values: np.ndarray) -> tuple[float, float]:
+    """The range of a deep image's samples that becomes 0..255 (the rule in the module doc).
+
+    Pillow opens 16-bit files (PNG, PGM at any maxval, TIFF) as I;16* or I with samples on
+    the 0..65535 scale, so that scale is kept when the samples fit it: a dark 16-bit image
+    stays dark. Floats in [0, 1] or [0, 255] are read on those scales. Anything else (32-bit
+    values, negative numbers) has no scale to go by, so its own minimum..maximum is used.
+    """
+    lo, hi = float(values.min()), float(values.max())
+    if mode == "F":
+        if lo >= 0 and hi <= 1:
+            return 0.0, 1.0
+        if lo >= 0 and hi <= 255:
+            return 0.0, 255.0
+        return lo, hi
+    if lo >= 0 and hi <= SIXTEEN_BIT:
+        return 0.0, float(SIXTEEN_BIT)
+    return lo, hi
+
+
+def _to_8bit(im: Image.Image, name: str) -> Image.Image:
+    """An I, I;16* or F image mapped linearly from `deep_range` to 8 bits, with a `PrecisionWarning`."""
+    values = np.asarray(im).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ImageError(f"{name}: mode {im.mode} image has samples that are not finite (NaN or infinity)")
+    lo, hi = deep_range(im.mode, values)
+    warnings.warn(f"{name}: mode {im.mode} image reduced to 8 bits per sample ({lo:g}..{hi:g} mapped to 0..255)",
+                  PrecisionWarning, stacklevel=2)
+    scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
 
 
 def prepare(im: Image.Image, name: str = "image") -> PreparedImage:
@@ -142,7 +170,7 @@ def prepare(im: Image.Image, name: str = "image") -> PreparedImage:
     elif mode == "PA":
         im = im.convert("RGBA")
     elif mode in ("I", "F") or mode.startswith("I;16"):
-        im = _to_8bit(im)
+        im = _to_8bit(im, name)
     elif mode == "1":
         im = im.convert("L")
     elif mode in ("La", "RGBa"):
