@@ -60,7 +60,9 @@ def compress(
 ) -> None:
     """Compress images to .vqz (IMG.png -> IMG.vqz beside it unless -o says otherwise).
 
-    Folders are walked recursively and their structure is kept under -o.
+    Folders are walked recursively for every format Pillow reads (.png, .jpg, .gif,
+    .pgm, .tif, .webp, ...) and their structure is kept under -o. Of an animated
+    image the first frame is coded, with a warning.
 
     Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25)
     """

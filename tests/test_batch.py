@@ -74,3 +74,11 @@ def test_never_writes_over_its_own_input(tmp_path: Path) -> None:
     noise_image(8, 8).save(src)
     with pytest.raises(OutputError, match="own input"):
         write_atomic(src, lambda f: f.write(b"x"), overwrite=True, inputs=[src])
+
+
+def test_folder_walks_take_every_format_pillow_reads(tmp_path: Path) -> None:
+    for name in ("a.png", "b.gif", "c.pgm", "d.tga", "E.PNG", "f.jpeg", "g.vqz", "notes.txt", "h.pdf"):
+        (tmp_path / "in" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "in" / name).write_bytes(b"")
+    tasks = batch.plan([tmp_path / "in"], tmp_path / "out", ".vqz", batch.is_image)
+    assert sorted(t.src.name for t in tasks) == ["E.PNG", "a.png", "b.gif", "c.pgm", "d.tga", "f.jpeg"]

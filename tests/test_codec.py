@@ -222,3 +222,23 @@ def test_float_image_with_nan_is_refused(tmp_path) -> None:
     Image.fromarray(arr, "F").save(tmp_path / "nan.tif")
     with pytest.raises(ImageError, match="nan.tif.*not finite"):
         load_image(tmp_path / "nan.tif")
+
+
+def test_animated_gif_keeps_its_first_frame_with_a_warning_and_closes_its_file(tiny_model, tmp_path) -> None:
+    import gc
+    import warnings
+
+    from vqcodec.images import FrameWarning
+
+    frames = [noise_image(10, 8, seed=i).convert("P") for i in range(3)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = codec.compress(path, tiny_model, 1)
+        gc.collect()
+    kinds = [w.category for w in caught]
+    assert ResourceWarning not in kinds, [str(w.message) for w in caught]
+    assert kinds == [FrameWarning]
+    assert str(path) in str(caught[0].message) and "first frame" in str(caught[0].message)
+    assert codec.info(data).header.width == 10

@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from vqcodec import codec
-from vqcodec.data import IMAGE_SUFFIXES
 from vqcodec.errors import OutputError, VqcodecError
-from vqcodec.images import MAX_INPUT_PIXELS
+from vqcodec.images import MAX_INPUT_PIXELS, readable_suffixes
 from vqcodec.safe_io import check_output, write_atomic, write_bytes_atomic
 from vqcodec.zoo import CodecModel, load_model
 
@@ -93,10 +92,12 @@ def plan(inputs: Iterable[Path], output: Path | None, suffix: str, accept: Calla
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """Whether a folder walk takes this file for compression: any suffix Pillow reads (not .vqz)."""
+    return path.suffix.lower() in readable_suffixes()
 
 
 def is_vqz(path: Path) -> bool:
+    """Whether a folder walk takes this file for decompression."""
     return path.suffix.lower() == ".vqz"
 
 

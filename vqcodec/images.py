@@ -8,6 +8,8 @@ Policy (documented in the README):
   0..65535 are on the 16-bit scale (Pillow's scale for 16-bit PNG, PGM and TIFF);
   floats within [0, 1] or [0, 255] on that scale; anything else (32-bit integers,
   negative values) by its own minimum..maximum. Non-finite floats are refused.
+- Of a file with several frames (animated GIF, multi-page TIFF) the first frame is
+  coded, with a `FrameWarning`.
 - Palette images become RGB, or RGBA when the palette has transparency.
 - Alpha (RGBA, LA) is kept losslessly beside the lossy colour channels.
 - Anything else Pillow can convert (CMYK, YCbCr, ...) is coded as RGB.
@@ -15,6 +17,7 @@ Policy (documented in the README):
 
 from __future__ import annotations
 
+import functools
 import io
 import numbers
 import os
@@ -26,14 +29,18 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vqcodec.errors import ArgumentError, ImageError
+from vqcodec.errors import ArgumentError, ImageError, VqcodecWarning
 
 MAX_INPUT_PIXELS = 100_000_000
 """Largest image `compress` accepts by default (width x height); pass `max_pixels` to change it."""
 
 
-class PrecisionWarning(UserWarning):
+class PrecisionWarning(VqcodecWarning):
     """An input with more than 8 bits per sample was reduced to 8 bits (see `deep_range`)."""
+
+
+class FrameWarning(VqcodecWarning):
+    """An input with several frames (an animation, a multi-page file) was coded from its first frame."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,13 @@ class PreparedImage:
 
 ImageSource = Image.Image | str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
 """What `compress` takes: a PIL image, a path, the bytes of an image file, or a binary file object."""
+
+
+@functools.cache
+def readable_suffixes() -> frozenset[str]:
+    """File suffixes (lower case) of every format Pillow can open, except `.vqz`, which is already compressed."""
+    return frozenset(suffix for suffix, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and suffix != ".vqz")
 
 
 def describe(source: ImageSource) -> str:
@@ -160,9 +174,12 @@ def _to_8bit(im: Image.Image, name: str) -> Image.Image:
 def prepare(im: Image.Image, name: str = "image") -> PreparedImage:
     """Normalise an opened image (see the module policy); decodes the pixels. `name` is for messages."""
     try:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(f"{name}: has {frames} frames; only the first frame is kept", FrameWarning, stacklevel=2)
         im = ImageOps.exif_transpose(im)
         im.load()
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"{name}: cannot decode image ({exc})") from None
     mode = im.mode
     if mode == "P":
