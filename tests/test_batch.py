@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
 def test_never_overwrites_without_force(tmp_path: Path) -> None:
     target = tmp_path / "keep.vqz"
     target.write_bytes(b"keep")
-    with pytest.raises(OutputError, match="--force"):
+    with pytest.raises(OutputError, match="already exists"):
         write_atomic(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"keep"
     write_atomic(target, lambda f: f.write(b"new"), overwrite=True)
@@ -82,3 +83,24 @@ def test_folder_walks_take_every_format_pillow_reads(tmp_path: Path) -> None:
         (tmp_path / "in" / name).write_bytes(b"")
     tasks = batch.plan([tmp_path / "in"], tmp_path / "out", ".vqz", batch.is_image)
     assert sorted(t.src.name for t in tasks) == ["E.PNG", "a.png", "b.gif", "c.pgm", "d.tga", "f.jpeg"]
+
+
+def test_unwritable_output_is_refused_before_encoding(tmp_path: Path, tiny_model, monkeypatch) -> None:
+    src = tmp_path / "img.png"
+    noise_image(8, 8).save(src)
+    (tmp_path / "file.txt").write_text("not a folder")
+    monkeypatch.setattr(batch.codec, "compress", lambda *a, **k: pytest.fail("encoded before checking the output"))
+    dst = tmp_path / "file.txt" / "sub" / "img.vqz"
+    with pytest.raises(OutputError, match=f"{dst}: cannot write into .*file.txt.*not a folder"):
+        batch.compress_task(batch.Task(src, dst), tiny_model, batch.Settings())
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write into read-only folders")
+def test_read_only_output_folder_is_refused_before_encoding(tmp_path: Path, tiny_model, monkeypatch) -> None:
+    src = tmp_path / "img.png"
+    noise_image(8, 8).save(src)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.setattr(batch.codec, "compress", lambda *a, **k: pytest.fail("encoded before checking the output"))
+    with pytest.raises(OutputError, match=f"{locked / 'img.vqz'}: cannot write into"):
+        batch.compress_task(batch.Task(src, locked / "img.vqz"), tiny_model, batch.Settings())

@@ -99,10 +99,12 @@ def test_existing_output_needs_force(crop_png: Path, tmp_path: Path) -> None:
     target = tmp_path / "taken.vqz"
     target.write_bytes(b"precious")
     result = run("compress", crop_png, "-o", target)
-    assert result.returncode != 0 and "--force" in result.stderr
+    assert result.returncode != 0 and "-o" in result.stderr and "--force" not in result.stderr  # not ours
     assert target.read_bytes() == b"precious"
     assert run("compress", crop_png, "-o", target, "--force").returncode == 0
     assert target.read_bytes()[:4] == b"\x89VQZ"
+    result = run("compress", crop_png, "-o", target)
+    assert result.returncode != 0 and "--force" in result.stderr  # a .vqz file: ours to replace
 
 
 def test_output_over_its_own_input_is_refused(crop_vqz: Path) -> None:
