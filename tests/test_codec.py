@@ -242,3 +242,12 @@ def test_animated_gif_keeps_its_first_frame_with_a_warning_and_closes_its_file(t
     assert kinds == [FrameWarning]
     assert str(path) in str(caught[0].message) and "first frame" in str(caught[0].message)
     assert codec.info(data).header.width == 10
+
+
+@pytest.mark.parametrize("target", [0.001, 50.0])
+def test_target_bpp_out_of_reach_warns_what_was_reached(tiny_model, target: float) -> None:
+    from vqcodec.rate import RateWarning
+
+    with pytest.warns(RateWarning, match=f"target {target:g} bpp is out of reach") as caught:
+        data = codec.compress(noise_image(16, 16), tiny_model, target_bpp=target)
+    assert f"reached {codec.info(data).bpp:.4f} bpp" in str(caught[0].message)

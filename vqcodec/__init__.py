@@ -6,7 +6,7 @@
 """
 
 from vqcodec.codec import compress, decompress, info
-from vqcodec.errors import ArgumentError, ImageError, ModelError, OutputError, VqcodecError, VqzError
+from vqcodec.errors import ArgumentError, ImageError, ModelError, OutputError, VqcodecError, VqcodecWarning, VqzError
 from vqcodec.zoo import CodecModel, load_model, shipped_models
 from vqcodec import pillow_plugin  # noqa: F401 (registers the .vqz format with Pillow)
 
@@ -19,6 +19,7 @@ __all__ = [
     "ModelError",
     "OutputError",
     "VqcodecError",
+    "VqcodecWarning",
     "VqzError",
     "compress",
     "decompress",

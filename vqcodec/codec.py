@@ -12,6 +12,7 @@ import io
 import math
 import numbers
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.errors import ArgumentError, VqzError
-from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, load_image
+from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
 def default_quality(model: CodecModel) -> int:
@@ -174,7 +175,8 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     `model` is a loaded `CodecModel`, a shipped model's name or a model file path
     (None: the default model). `quality` runs from 1 to the model's stage count.
     `target_bpp` instead searches quality and rate-aware quantization for a file of
-    that many bits per pixel (header included), within 2% when the model can reach it.
+    that many bits per pixel (header included), within 2% when the model can reach it;
+    otherwise the nearest reachable size, with a `RateWarning` that says what was reached.
     The same input and settings always give the same bytes.
     """
     m = as_model(model)
@@ -199,7 +201,12 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
         error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(q, -1)))
         return len(files[q, weight]), float(error.pow(2).sum())
 
-    point = rate.search(measure, m.config.num_stages, target_bpp * width * height / 8)
+    target_size = target_bpp * width * height / 8
+    point = rate.search(measure, m.config.num_stages, target_size)
+    if abs(point.size - target_size) > rate.TOLERANCE * target_size:
+        warnings.warn(f"{describe(image)}: target {target_bpp:g} bpp is out of reach for model '{m.name}'; "
+                      f"reached {8 * point.size / (width * height):.4f} bpp (quality {point.quality})",
+                      rate.RateWarning, stacklevel=2)
     return files[point.quality, point.rate_weight]
 
 
