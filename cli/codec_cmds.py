@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.console import console, err_console
+from cli.console import console, err_console, print_warning
 from vqcodec import batch, codec
 from vqcodec.batch import OUTPUT_FORMATS, Settings, Summary, Task
 from vqcodec.errors import OutputError, VqcodecError
@@ -37,7 +37,7 @@ def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> N
         for o in batch.run(action, tasks, settings, jobs):
             outcomes.append(o)
             for warning in o.warnings:
-                err_console.print(f"warning: {warning}", markup=False, highlight=False)
+                print_warning(warning)
             if o.error is not None:
                 err_console.print(f"error: {o.error}", markup=False, highlight=False)
             else:

@@ -203,3 +203,12 @@ def test_target_bpp_out_of_reach_says_what_was_reached(crop_png: Path, tmp_path:
     reached = 8 * (tmp_path / "t.vqz").stat().st_size / (128 * 96)
     [line] = result.stderr.splitlines()
     assert line.startswith("warning: ") and f"target {float(target):g} bpp" in line and f"{reached:.4f} bpp" in line
+
+
+def test_warnings_outside_batches_are_one_line_too(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(deep)
+    result = run("tokens", deep, "-o", tmp_path / "t.npz")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"warning: {deep}: mode I;16 image reduced to 8 bits per sample "
+                                          "(0..65535 mapped to 0..255)"]
