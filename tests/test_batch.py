@@ -114,6 +114,10 @@ def test_trailing_slash_means_a_folder_and_many_inputs_need_one(tmp_path: Path) 
     with pytest.raises(OutputError, match="single.vqz: several inputs need -o to be a folder"):
         batch.plan([tmp_path / "a.png", tmp_path / "b.png"], str(tmp_path / "single.vqz"), ".vqz", batch.is_image)
     assert not (tmp_path / "single.vqz").exists()
+    with pytest.raises(OutputError, match="several inputs need -o to be a folder"):  # any image file name
+        batch.plan([tmp_path / "a.png", tmp_path / "b.png"], str(tmp_path / "x.png"), ".decoded.tiff", batch.is_vqz)
+    tasks = batch.plan([tmp_path / "a.png", tmp_path / "b.png"], str(tmp_path / "v1.2"), ".vqz", batch.is_image)
+    assert [t.dst for t in tasks] == [tmp_path / "v1.2" / "a.vqz", tmp_path / "v1.2" / "b.vqz"]
 
 
 def test_decoded_names_cannot_be_the_original(tmp_path: Path) -> None:

@@ -107,16 +107,19 @@ def plan(inputs: Iterable[Path], output: str | os.PathLike[str] | None, ending: 
 
     Each output is named after its source with `ending` (".vqz", ".decoded.png") in place
     of the suffix, beside the source without `output`. `output` is a folder when it is one,
-    ends with a separator, or receives several inputs or a folder; a name ending like the
-    outputs (`-o all.vqz`) cannot receive several. Two sources that would write the same
+    ends with a separator, or receives several inputs or a folder; a file name (`-o all.vqz`,
+    `-o all.png`) cannot receive several. Two sources that would write the same
     output are refused here, before any work.
     """
     inputs = list(inputs)
     many = len(inputs) > 1 or any(p.is_dir() for p in inputs)
     out = None if output is None else Path(output)
     if out is not None and many and not out.is_dir():
-        if out.exists() or (not is_folder_name(output) and out.suffix.lower() == Path("x" + ending).suffix.lower()):
+        file_name = out.suffix.lower() in readable_suffixes() | {".vqz", Path("x" + ending).suffix.lower()}
+        if out.exists():
             raise OutputError(f"{out}: several inputs need -o to be a folder")
+        if file_name and not is_folder_name(output):
+            raise OutputError(f"{out}: several inputs need -o to be a folder (end it with / for a folder of that name)")
     folder = out is not None and (many or out.is_dir() or is_folder_name(output))
     tasks: list[Task] = []
     for src in inputs:
