@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.console import console, err_console
+from cli.console import console, err_console, print_warning
 from vqcodec import batch, codec
 from vqcodec.batch import OUTPUT_FORMATS, Settings, Summary, Task
 from vqcodec.errors import OutputError, VqcodecError
@@ -18,7 +18,7 @@ from vqcodec.zoo import load_model
 SUFFIX_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp", ".webp": "webp"}
 
 Inputs = Annotated[list[Path], typer.Argument(help="Input files or folders (walked recursively).", show_default=False)]
-Output = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output file, or folder for several inputs or a folder.")]
+Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Output file; a folder when it ends with /, exists as a folder, or receives several inputs or a folder.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name or model file path.")]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (each gets its share of the cores).")]
@@ -30,10 +30,14 @@ def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> N
         raise OutputError("no input files found")
     outcomes = []
     columns = [TextColumn(f"[bold]{action}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=err_console, transient=True, disable=len(tasks) < 2) as progress:
+    # Off a terminal the per-file lines are the progress; a bar would only leave a blank line on stderr.
+    quiet = len(tasks) < 2 or not err_console.is_terminal
+    with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
         bar = progress.add_task(action, total=len(tasks))
         for o in batch.run(action, tasks, settings, jobs):
             outcomes.append(o)
+            for warning in o.warnings:
+                print_warning(warning)
             if o.error is not None:
                 err_console.print(f"error: {o.error}", markup=False, highlight=False)
             else:
@@ -58,9 +62,11 @@ def compress(
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs larger than this many pixels.")] = MAX_INPUT_PIXELS,
     force: Force = False,
 ) -> None:
-    """Compress images to .vqz (IMG.png -> IMG.vqz beside it unless -o says otherwise).
+    """Compress images to .vqz (IMG.png -> IMG.vqz beside it, or in the -o folder).
 
-    Folders are walked recursively and their structure is kept under -o.
+    Folders are walked recursively for every format Pillow reads (.png, .jpg, .gif,
+    .pgm, .tif, .webp, ...) and their structure is kept under -o. Of an animated
+    image the first frame is coded, with a warning.
 
     Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25)
     """
@@ -85,32 +91,42 @@ def decompress(
     jobs: Jobs = 1,
     force: Force = False,
 ) -> None:
-    """Decompress .vqz files to images (FILE.vqz -> FILE.png beside it unless -o says otherwise).
+    """Decompress .vqz files to images (FILE.vqz -> FILE.decoded.png beside it, or in the -o folder).
 
-    Example: vqcodec decompress photo.vqz -o photo.png
+    The .decoded part keeps the lossy image off the original FILE.png. Folders are walked
+    recursively for .vqz files. An existing output is replaced only with --force, which
+    is suggested only for files vqcodec wrote.
+
+    Example: vqcodec decompress photo.vqz -o photo-decoded.png
     """
     if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format")
     if model is not None:
         load_model(model)
     name = fmt.lower() if fmt else None
-    single_file = output is not None and len(inputs) == 1 and inputs[0].is_file() and not output.is_dir()
+    single_file = (output is not None and len(inputs) == 1 and inputs[0].is_file() and not Path(output).is_dir()
+                   and not batch.is_folder_name(output))
     if name is None and single_file:
-        name = SUFFIX_FORMATS.get(output.suffix.lower())
+        name = SUFFIX_FORMATS.get(Path(output).suffix.lower())
         if name is None:
             raise OutputError(f"{output}: unknown image suffix (use --format)")
     name = name or "png"
-    tasks = batch.plan(inputs, output, "." + name, batch.is_vqz)
+    tasks = batch.plan(inputs, output, ".decoded." + name, batch.is_vqz)
     _execute("decompress", tasks, Settings(model=model, quality=quality, fmt=name, force=force), jobs)
 
 
 def info(inputs: Inputs) -> None:
     """Check .vqz files (structure and checksum) and print their header fields and bpp.
 
-    Example: vqcodec info photo.vqz
+    Folders are walked recursively for .vqz files.
+
+    Example: vqcodec info photo.vqz photos/
     """
     failures = 0
-    for src in inputs:
+    files = batch.files_in(inputs, batch.is_vqz)
+    if not files:
+        raise OutputError("no .vqz files found")
+    for src in files:
         try:
             i = codec.info(codec.read_file(src))
         except VqcodecError as exc:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -99,10 +100,12 @@ def test_existing_output_needs_force(crop_png: Path, tmp_path: Path) -> None:
     target = tmp_path / "taken.vqz"
     target.write_bytes(b"precious")
     result = run("compress", crop_png, "-o", target)
-    assert result.returncode != 0 and "--force" in result.stderr
+    assert result.returncode != 0 and "-o" in result.stderr and "--force" not in result.stderr  # not ours
     assert target.read_bytes() == b"precious"
     assert run("compress", crop_png, "-o", target, "--force").returncode == 0
     assert target.read_bytes()[:4] == b"\x89VQZ"
+    result = run("compress", crop_png, "-o", target)
+    assert result.returncode != 0 and "--force" in result.stderr  # a .vqz file: ours to replace
 
 
 def test_output_over_its_own_input_is_refused(crop_vqz: Path) -> None:
@@ -121,3 +124,91 @@ def test_help_explains_every_command() -> None:
     for command in ("compress", "decompress", "info", "train", "bench", "demo", "tokens", "detokenize"):
         result = run(command, "--help")
         assert result.returncode == 0 and "Example" in result.stdout
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_decompress_never_lands_on_or_advises_forcing_over_the_original(crop_png: Path, crop_vqz: Path) -> None:
+    original = crop_png.read_bytes()
+    decoded = crop_vqz.with_name("crop.decoded.png")
+    try:
+        result = run("decompress", crop_vqz)
+        assert result.returncode == 0, result.stderr
+        assert decoded.exists() and crop_png.read_bytes() == original
+        again = one_error_line(run("decompress", crop_vqz))  # our own output: --force is the remedy
+        assert str(decoded) in again and "--force" in again
+        foreign = one_error_line(run("decompress", crop_vqz, "-o", crop_png))
+        assert str(crop_png) in foreign and "-o" in foreign and "--force" not in foreign
+        assert crop_png.read_bytes() == original
+    finally:
+        decoded.unlink(missing_ok=True)
+
+
+def test_wrong_kind_of_input_is_named(crop_png: Path, crop_vqz: Path) -> None:
+    line = one_error_line(run("compress", crop_vqz))
+    assert "already a .vqz" in line and "own input" not in line
+    line = one_error_line(run("decompress", crop_png))
+    assert f"{crop_png}: not a .vqz file" in line and "own input" not in line
+
+
+def test_info_walks_folders(crop_vqz: Path, tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.vqz").write_bytes(crop_vqz.read_bytes())
+    (tmp_path / "notes.txt").write_text("not a vqz")
+    result = run("info", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("bpp") == 1 and str(tmp_path / "sub" / "x.vqz") in result.stdout
+
+
+def test_bpp_and_output_paths(crop_png: Path, tmp_path: Path) -> None:
+    result = run("compress", crop_png, "-q", "1", "-o", tmp_path / "out.png")
+    assert result.returncode == 0, result.stderr
+    true_bpp = 8 * (tmp_path / "out.png").stat().st_size / (128 * 96)
+    assert f"{true_bpp:.4f} bpp" in result.stdout
+    result = run("compress", crop_png, "-q", "1", "-o", f"{tmp_path / 'newdir'}/")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "newdir" / "crop.vqz").is_file()
+    line = one_error_line(run("compress", crop_png, tmp_path / "out.png", "-o", tmp_path / "single.vqz"))
+    assert "folder" in line and not (tmp_path / "single.vqz").exists()
+
+
+def test_colliding_batch_outputs_are_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    noise_image(16, 16).save(tmp_path / "s" / "a.png")
+    noise_image(16, 16, seed=1).save(tmp_path / "s" / "a.webp", lossless=True)
+    line = one_error_line(run("compress", tmp_path / "s", "-o", tmp_path / "o", "--force", "-j", "2"))
+    assert "a.png" in line and "a.webp" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_warnings_are_one_line_and_batches_print_no_blank_line(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(deep)
+    noise_image(16, 16).save(tmp_path / "b.png")
+    result = run("compress", deep, tmp_path / "b.png", "-q", "1", "-o", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [result.stderr.rstrip("\n")]
+    assert result.stderr.startswith(f"warning: {deep}: mode I;16 image reduced to 8 bits")
+
+
+@pytest.mark.parametrize("target", ["0.001", "50"])
+def test_target_bpp_out_of_reach_says_what_was_reached(crop_png: Path, tmp_path: Path, target: str) -> None:
+    result = run("compress", crop_png, "--target-bpp", target, "-o", tmp_path / "t.vqz")
+    assert result.returncode == 0, result.stderr
+    reached = 8 * (tmp_path / "t.vqz").stat().st_size / (128 * 96)
+    [line] = result.stderr.splitlines()
+    assert line.startswith("warning: ") and f"target {float(target):g} bpp" in line and f"{reached:.4f} bpp" in line
+
+
+def test_warnings_outside_batches_are_one_line_too(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.full((16, 16), 40000, dtype=np.uint16)).save(deep)
+    result = run("tokens", deep, "-o", tmp_path / "t.npz")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f"warning: {deep}: mode I;16 image reduced to 8 bits per sample "
+                                          "(0..65535 mapped to 0..255)"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from tests.conftest import noise_image
 from vqcodec import codec, container
-from vqcodec.errors import ImageError, VqzError
+from vqcodec.errors import ArgumentError, ImageError, VqcodecError, VqzError
 from vqcodec.images import PrecisionWarning
 
 
@@ -51,7 +51,7 @@ def test_lower_quality_decodes_from_a_full_file(default_model, kodak_crop) -> No
 
 
 def test_quality_is_validated(tiny_model) -> None:
-    with pytest.raises(ValueError, match="quality must be 1..3"):
+    with pytest.raises(ArgumentError, match="quality must be an integer 1..3"):
         codec.compress(noise_image(4, 4), tiny_model, 4)
 
 
@@ -133,5 +133,121 @@ def test_target_bpp_lands_within_five_percent(default_model, name: str) -> None:
 
 
 def test_target_bpp_and_quality_exclude_each_other(tiny_model) -> None:
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ArgumentError, match="not both"):
         codec.compress(noise_image(8, 8), tiny_model, 2, target_bpp=0.5)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"quality": 2.5}, {"quality": "2"}, {"quality": 0}, {"quality": True}, {"target_bpp": -1.0},
+    {"target_bpp": float("nan")}, {"target_bpp": float("inf")}, {"target_bpp": "0.5"},
+    {"quality": 2, "target_bpp": 0.5}, {"max_pixels": 0}, {"max_pixels": 1.5},
+])
+def test_bad_compress_arguments_are_vqcodec_errors(tiny_model, kwargs: dict) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        codec.compress(noise_image(8, 8), tiny_model, **kwargs)
+    assert isinstance(caught.value, VqcodecError) and isinstance(caught.value, ValueError)
+
+
+def test_bad_decompress_arguments_are_vqcodec_errors(tiny_model, tmp_path) -> None:
+    data = codec.compress(noise_image(8, 8), tiny_model, 2)
+    with pytest.raises(ArgumentError, match="quality"):
+        codec.decompress(data, tiny_model, quality=1.5)
+    with pytest.raises(ArgumentError, match="bytes, a path or a binary file"):
+        codec.decompress(12345, tiny_model)
+    text = tmp_path / "t.txt"
+    text.write_text("hello")
+    with open(text) as f, pytest.raises(ArgumentError, match="binary"):
+        codec.decompress(f, tiny_model)
+
+
+def test_decompress_and_info_accept_bytes_paths_and_binary_files(tiny_model, tmp_path) -> None:
+    data = codec.compress(noise_image(12, 9), tiny_model, 2)
+    path = tmp_path / "x.vqz"
+    path.write_bytes(data)
+    expected = np.asarray(codec.decompress(data, tiny_model))
+    with open(path, "rb") as f:
+        sources = [bytearray(data), memoryview(data), str(path), path, io.BytesIO(data), f]
+        for source in sources:
+            assert np.array_equal(np.asarray(codec.decompress(source, tiny_model)), expected), type(source)
+    assert codec.info(path).size == codec.info(io.BytesIO(data)).size == len(data)
+    with pytest.raises(VqzError, match="no such file"):
+        codec.decompress(tmp_path / "missing.vqz", tiny_model)
+
+
+def test_compress_accepts_paths_bytes_and_binary_files(tiny_model, tmp_path) -> None:
+    path = tmp_path / "x.png"
+    noise_image(12, 9).save(path)
+    expected = codec.compress(noise_image(12, 9), tiny_model, 2)
+    with open(path, "rb") as f:
+        for source in (str(path), path, f, io.BytesIO(path.read_bytes()), path.read_bytes()):
+            assert codec.compress(source, tiny_model, 2) == expected, type(source)
+    with pytest.raises(ArgumentError, match="PIL image, a path"):
+        codec.compress(12345, tiny_model)
+
+
+def _deep_images(tmp_path) -> dict[str, tuple]:
+    rng = np.random.default_rng(7)
+    pgm = tmp_path / "deep.pgm"  # 16-bit PGM, opened by Pillow as mode I, values 0..127 of 65535
+    low = rng.integers(0, 128, (6, 5)).astype(">u2")
+    pgm.write_bytes(b"P5\n5 6\n65535\n" + low.tobytes())
+    wide = rng.integers(0, 1 << 20, (6, 5)).astype(np.int32)  # 32-bit values beyond 16 bits
+    Image.fromarray(wide, "I").save(tmp_path / "wide.tif")
+    unit = rng.random((6, 5)).astype(np.float32)  # float image in [0, 1]
+    Image.fromarray(unit, "F").save(tmp_path / "unit.tif")
+    return {
+        "deep.pgm": ("I", low.astype(np.float64) * 255 / 65535),
+        "wide.tif": ("I", (wide - wide.min()) * 255.0 / (wide.max() - wide.min())),
+        "unit.tif": ("F", unit.astype(np.float64) * 255),
+    }
+
+
+@pytest.mark.parametrize("name", ["deep.pgm", "wide.tif", "unit.tif"])
+def test_deep_modes_map_their_real_range_to_8_bits(tmp_path, name: str) -> None:
+    from vqcodec.images import load_image
+
+    mode, expected = _deep_images(tmp_path)[name]
+    with pytest.warns(PrecisionWarning) as caught:
+        prepared = load_image(tmp_path / name)
+    message = str(caught[0].message)
+    assert str(tmp_path / name) in message and f"mode {mode}" in message and "16-bit" not in message
+    assert prepared.mode == "L"
+    assert np.abs(prepared.rgb[..., 0] - expected).max() <= 0.5 + 1e-9
+
+
+def test_float_image_with_nan_is_refused(tmp_path) -> None:
+    from vqcodec.images import load_image
+
+    arr = np.zeros((4, 4), np.float32)
+    arr[1, 1] = np.nan
+    Image.fromarray(arr, "F").save(tmp_path / "nan.tif")
+    with pytest.raises(ImageError, match="nan.tif.*not finite"):
+        load_image(tmp_path / "nan.tif")
+
+
+def test_animated_gif_keeps_its_first_frame_with_a_warning_and_closes_its_file(tiny_model, tmp_path) -> None:
+    import gc
+    import warnings
+
+    from vqcodec.images import FrameWarning
+
+    frames = [noise_image(10, 8, seed=i).convert("P") for i in range(3)]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = codec.compress(path, tiny_model, 1)
+        gc.collect()
+    kinds = [w.category for w in caught]
+    assert ResourceWarning not in kinds, [str(w.message) for w in caught]
+    assert kinds == [FrameWarning]
+    assert str(path) in str(caught[0].message) and "first frame" in str(caught[0].message)
+    assert codec.info(data).header.width == 10
+
+
+@pytest.mark.parametrize("target", [0.001, 50.0])
+def test_target_bpp_out_of_reach_warns_what_was_reached(tiny_model, target: float) -> None:
+    from vqcodec.rate import RateWarning
+
+    with pytest.warns(RateWarning, match=f"target {target:g} bpp is out of reach") as caught:
+        data = codec.compress(noise_image(16, 16), tiny_model, target_bpp=target)
+    assert f"reached {codec.info(data).bpp:.4f} bpp" in str(caught[0].message)

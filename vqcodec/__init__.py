@@ -6,18 +6,20 @@
 """
 
 from vqcodec.codec import compress, decompress, info
-from vqcodec.errors import ImageError, ModelError, OutputError, VqcodecError, VqzError
+from vqcodec.errors import ArgumentError, ImageError, ModelError, OutputError, VqcodecError, VqcodecWarning, VqzError
 from vqcodec.zoo import CodecModel, load_model, shipped_models
 from vqcodec import pillow_plugin  # noqa: F401 (registers the .vqz format with Pillow)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentError",
     "CodecModel",
     "ImageError",
     "ModelError",
     "OutputError",
     "VqcodecError",
+    "VqcodecWarning",
     "VqzError",
     "compress",
     "decompress",

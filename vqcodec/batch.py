@@ -10,18 +10,19 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from vqcodec import codec
-from vqcodec.data import IMAGE_SUFFIXES
-from vqcodec.errors import OutputError, VqcodecError
-from vqcodec.images import MAX_INPUT_PIXELS
-from vqcodec.safe_io import check_output, write_atomic, write_bytes_atomic
+from vqcodec.container import MAGIC
+from vqcodec.errors import OutputError, VqcodecError, VqcodecWarning, VqzError
+from vqcodec.images import MAX_INPUT_PIXELS, open_image, readable_suffixes
+from vqcodec.safe_io import check_output, software_exif, write_atomic, write_bytes_atomic
 from vqcodec.zoo import CodecModel, load_model
 
 OUTPUT_FORMATS = {"png": "PNG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}
@@ -37,7 +38,7 @@ class Task:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one task: sizes and time on success, the error message on failure."""
+    """What happened to one task: sizes and time on success, the error message on failure, warnings."""
 
     task: Task
     bytes_in: int = 0
@@ -46,12 +47,13 @@ class Outcome:
     seconds: float = 0.0
     detail: str = ""
     error: str | None = None
+    compressed: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def bpp(self) -> float:
-        """Bits per pixel of the compressed side of the conversion."""
-        compressed = self.bytes_out if self.task.dst.suffix == ".vqz" else self.bytes_in
-        return 8.0 * compressed / self.pixels if self.pixels else 0.0
+        """Bits per pixel of the .vqz side of the conversion, from its real size."""
+        return 8.0 * self.compressed / self.pixels if self.pixels else 0.0
 
 
 @dataclass(frozen=True)
@@ -66,82 +68,140 @@ class Settings:
     target_bpp: float | None = None
 
 
-def plan(inputs: Iterable[Path], output: Path | None, suffix: str, accept: Callable[[Path], bool]) -> list[Task]:
+def is_folder_name(output: str | os.PathLike[str]) -> bool:
+    """Whether an output name says it is a folder by ending with a path separator (`-o out/`)."""
+    return os.fspath(output).endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+
+
+def files_in(inputs: Iterable[Path], accept: Callable[[Path], bool]) -> list[Path]:
+    """Files given by name, and the files `accept` takes below each folder (recursive, sorted)."""
+    files: list[Path] = []
+    for src in inputs:
+        files.extend(sorted(p for p in src.rglob("*") if p.is_file() and accept(p)) if src.is_dir() else [src])
+    return files
+
+
+def _renamed(path: Path, ending: str) -> Path:
+    return path.with_name(path.stem + ending)
+
+
+def _refuse_collisions(tasks: list[Task]) -> list[Task]:
+    """The tasks without repeats of the same file, refusing two sources that would write one output."""
+    seen: dict[str, Task] = {}
+    for task in tasks:
+        key = os.path.normcase(os.path.abspath(task.dst))
+        first = seen.setdefault(key, task)
+        if first is not task and not _same_source(first.src, task.src):
+            raise OutputError(f"{first.src} and {task.src} would both be written to {task.dst} "
+                              "(rename one of them, or convert them in separate runs)")
+    return list(seen.values())
+
+
+def _same_source(a: Path, b: Path) -> bool:
+    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def plan(inputs: Iterable[Path], output: str | os.PathLike[str] | None, ending: str,
+         accept: Callable[[Path], bool]) -> list[Task]:
     """Tasks for files and folders: folders are walked recursively and their structure kept under `output`.
 
-    Without `output`, results go beside their sources. With several inputs or a folder,
-    `output` is a folder.
+    Each output is named after its source with `ending` (".vqz", ".decoded.png") in place
+    of the suffix, beside the source without `output`. `output` is a folder when it is one,
+    ends with a separator, or receives several inputs or a folder; a file name (`-o all.vqz`,
+    `-o all.png`) cannot receive several. Two sources that would write the same
+    output are refused here, before any work.
     """
     inputs = list(inputs)
     many = len(inputs) > 1 or any(p.is_dir() for p in inputs)
-    if output is not None and many and output.exists() and not output.is_dir():
-        raise OutputError(f"{output}: several inputs need -o to be a folder")
+    out = None if output is None else Path(output)
+    if out is not None and many and not out.is_dir():
+        file_name = out.suffix.lower() in readable_suffixes() | {".vqz", Path("x" + ending).suffix.lower()}
+        if out.exists():
+            raise OutputError(f"{out}: several inputs need -o to be a folder")
+        if file_name and not is_folder_name(output):
+            raise OutputError(f"{out}: several inputs need -o to be a folder (end it with / for a folder of that name)")
+    folder = out is not None and (many or out.is_dir() or is_folder_name(output))
     tasks: list[Task] = []
     for src in inputs:
         if src.is_dir():
-            base = None if output is None else output / src.name if len(inputs) > 1 else output
-            for f in sorted(p for p in src.rglob("*") if p.is_file() and accept(p)):
-                rel = f.relative_to(src).with_suffix(suffix)
-                tasks.append(Task(f, f.with_suffix(suffix) if base is None else base / rel))
-        elif output is None:
-            tasks.append(Task(src, src.with_suffix(suffix)))
-        elif many or output.is_dir():
-            tasks.append(Task(src, output / (src.stem + suffix)))
+            base = None if out is None else out / src.name if len(inputs) > 1 else out
+            for f in files_in([src], accept):
+                tasks.append(Task(f, _renamed(f, ending) if base is None else base / _renamed(f.relative_to(src), ending)))
+        elif out is None:
+            tasks.append(Task(src, _renamed(src, ending)))
+        elif folder:
+            tasks.append(Task(src, out / _renamed(Path(src.name), ending)))
         else:
-            tasks.append(Task(src, output))
-    return tasks
+            tasks.append(Task(src, out))
+    return _refuse_collisions(tasks)
 
 
 def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    """Whether a folder walk takes this file for compression: any suffix Pillow reads (not .vqz)."""
+    return path.suffix.lower() in readable_suffixes()
 
 
 def is_vqz(path: Path) -> bool:
+    """Whether a folder walk takes this file for decompression."""
     return path.suffix.lower() == ".vqz"
 
 
 def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
-    """Compress one file to its destination, atomically."""
-    check_output(task.dst, settings.force, [task.src])
-    t0 = time.perf_counter()
-    data = codec.compress(task.src, model, settings.quality, max_pixels=settings.max_pixels,
-                          target_bpp=settings.target_bpp)
-    seconds = time.perf_counter() - t0
+    """Compress one file to its destination, atomically; input and output are checked before encoding."""
+    with open_image(task.src, settings.max_pixels) as im:
+        check_output(task.dst, settings.force, [task.src])
+        t0 = time.perf_counter()
+        data = codec.compress(im, model, settings.quality, max_pixels=settings.max_pixels,
+                              target_bpp=settings.target_bpp)
+        seconds = time.perf_counter() - t0
     write_bytes_atomic(task.dst, data, overwrite=settings.force, inputs=[task.src])
     header = codec.info(data).header
     return Outcome(task, task.src.stat().st_size, len(data), header.width * header.height, seconds,
-                   f"quality {header.stages}")
+                   f"quality {header.stages}", compressed=len(data))
 
 
 def decompress_task(task: Task, model: CodecModel | None, settings: Settings) -> Outcome:
-    """Decompress one file to its destination image, atomically."""
-    check_output(task.dst, settings.force, [task.src])
+    """Decompress one file to its destination image (tagged as vqcodec's), atomically; checked before decoding."""
     data = codec.read_file(task.src)
+    if not data.startswith(MAGIC):
+        raise VqzError(f"{task.src}: not a .vqz file")
+    check_output(task.dst, settings.force, [task.src])
     t0 = time.perf_counter()
     image = codec.decompress(data, model, settings.quality)
     seconds = time.perf_counter() - t0
-    options = {"lossless": True} if settings.fmt == "webp" else {}
+    options: dict[str, object] = {"lossless": True} if settings.fmt == "webp" else {}
+    if settings.fmt != "bmp":
+        options["exif"] = software_exif()
     write_atomic(task.dst, lambda f: image.save(f, format=OUTPUT_FORMATS[settings.fmt], **options),
                  overwrite=settings.force, inputs=[task.src])
     return Outcome(task, len(data), task.dst.stat().st_size, image.width * image.height, seconds,
-                   f"{image.width}x{image.height} {image.mode}")
+                   f"{image.width}x{image.height} {image.mode}", compressed=len(data))
 
 
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}
 
 
-def error_line(src: Path, exc: Exception) -> str:
-    """A one-line message for a failed file, naming the file once."""
+def error_line(src: Path, exc: Exception, dst: Path | None = None) -> str:
+    """A one-line message for a failed file, naming the file once (the output, when the output is the problem)."""
     msg = str(exc) if isinstance(exc, VqcodecError) else (getattr(exc, "strerror", None) or str(exc))
-    return msg if msg.startswith(str(src)) else f"{src}: {msg}"
+    named = msg.startswith(str(src)) or (dst is not None and msg.startswith(str(dst)))
+    return msg if named else f"{src}: {msg}"
 
 
 def _attempt(action: str, task: Task, settings: Settings) -> Outcome:
-    model = load_model(settings.model) if (settings.model is not None or action == "compress") else None
-    try:
-        return ACTIONS[action](task, model, settings)
-    except (VqcodecError, OSError) as exc:
-        return Outcome(task, error=error_line(task.src, exc))
+    """Run one task, turning its failure into an `Outcome` and collecting vqcodec's warnings into it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VqcodecWarning)
+        try:
+            model = load_model(settings.model) if (settings.model is not None or action == "compress") else None
+            outcome = ACTIONS[action](task, model, settings)
+        except (VqcodecError, OSError) as exc:
+            outcome = Outcome(task, error=error_line(task.src, exc, task.dst))
+    ours = tuple(str(w.message) for w in caught if issubclass(w.category, VqcodecWarning))
+    for w in caught:
+        if not issubclass(w.category, VqcodecWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return replace(outcome, warnings=ours)
 
 
 def _init_worker(threads: int) -> None:

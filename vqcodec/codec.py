@@ -8,10 +8,15 @@ model's stage count (best). Decoding can stop at any prefix of the stored stages
 
 from __future__ import annotations
 
+import io
+import math
+import numbers
 import os
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -21,8 +26,8 @@ from PIL import Image
 from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
-from vqcodec.errors import ArgumentError, ImageError, VqzError
-from vqcodec.images import MAX_INPUT_PIXELS, PreparedImage, assemble, open_image, prepare
+from vqcodec.errors import ArgumentError, VqzError
+from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
 def default_quality(model: CodecModel) -> int:
@@ -30,14 +35,30 @@ def default_quality(model: CodecModel) -> int:
     return (model.config.num_stages + 1) // 2
 
 
+def _integer(value: object) -> int | None:
+    """`value` as an int if it is one (numpy integers too); None for floats, strings and bools,
+    so that 2.5 is refused rather than truncated."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def check_quality(model: CodecModel, quality: int | None) -> int:
     """`quality` validated against the model (None gives the default)."""
     if quality is None:
         return default_quality(model)
     top = model.config.num_stages
-    if not 1 <= int(quality) <= top:
-        raise ValueError(f"quality must be 1..{top} for model '{model.name}', got {quality}")
-    return int(quality)
+    q = _integer(quality)
+    if q is None or not 1 <= q <= top:
+        raise ArgumentError(f"quality must be an integer 1..{top} for model '{model.name}', got {quality!r}")
+    return q
+
+
+def check_target_bpp(target_bpp: float) -> float:
+    """`target_bpp` validated: a finite positive number."""
+    if isinstance(target_bpp, bool) or not isinstance(target_bpp, numbers.Real) or not 0 < target_bpp < math.inf:
+        raise ArgumentError(f"target_bpp must be a positive number of bits per pixel, got {target_bpp!r}")
+    return float(target_bpp)
 
 
 def grid_shape(model: CodecModel, width: int, height: int) -> tuple[int, int]:
@@ -166,33 +187,35 @@ def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray) -> by
     return container.pack(VqzFile(header, streams, alpha))
 
 
-def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = None, quality: int | None = None,
+def compress(image: ImageSource, model: ModelLike = None, quality: int | None = None,
              max_pixels: int = MAX_INPUT_PIXELS, target_bpp: float | None = None, effort: int | None = None) -> bytes:
-    """Compress an image (a PIL image or a path) to `.vqz` bytes.
+    """Compress an image to `.vqz` bytes.
 
+    `image` is a PIL image, a path, a binary file object (as `PIL.Image.open` takes)
+    or the bytes of an image file.
     `model` is a loaded `CodecModel`, a shipped model's name or a model file path
     (None: the default model). `quality` runs from 1 to the model's stage count.
     `target_bpp` instead searches quality and rate-aware quantization for a file of
-    that many bits per pixel (header included), within 2% when the model can reach it.
+    that many bits per pixel (header included), within 2% when the model can reach it;
+    otherwise the nearest reachable size, with a `RateWarning` that says what was reached.
     `effort` (0 to 4, default 1) is how hard the encoder searches for codes (`EFFORT_BEAMS`):
     higher is slower and gives a better image for its size; decoding is the same at every level.
     The same input and settings always give the same bytes.
     """
     m = as_model(model)
     level = check_effort(effort)
-    opened = open_image(image, max_pixels)
-    if opened.format == "VQZ":
-        raise ImageError("input is already a .vqz file (decompress it first to re-encode it)")
-    prepared = prepare(opened)
+    if target_bpp is None:
+        quality = check_quality(m, quality)
+    elif quality is not None:
+        raise ArgumentError("give either quality or target_bpp, not both")
+    else:
+        target_bpp = check_target_bpp(target_bpp)
+    prepared = load_image(image, max_pixels)
     height, width = prepared.rgb.shape[:2]
     grid = grid_shape(m, width, height)
     latents = embed(m, prepared.rgb)
     if target_bpp is None:
-        return _pack(m, prepared, quantize(m, latents, grid, check_quality(m, quality), effort=level))
-    if quality is not None:
-        raise ValueError("give either quality or target_bpp, not both")
-    if not target_bpp > 0:
-        raise ValueError(f"target_bpp must be positive, got {target_bpp}")
+        return _pack(m, prepared, quantize(m, latents, grid, quality, effort=level))
     files: dict[tuple[int, float], bytes] = {}
 
     @torch.inference_mode()
@@ -202,7 +225,12 @@ def compress(image: Image.Image | str | os.PathLike[str], model: ModelLike = Non
         error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(q, -1)))
         return len(files[q, weight]), float(error.pow(2).sum())
 
-    point = rate.search(measure, m.config.num_stages, target_bpp * width * height / 8)
+    target_size = target_bpp * width * height / 8
+    point = rate.search(measure, m.config.num_stages, target_size)
+    if abs(point.size - target_size) > rate.TOLERANCE * target_size:
+        warnings.warn(f"{describe(image)}: target {target_bpp:g} bpp is out of reach for model '{m.name}'; "
+                      f"reached {8 * point.size / (width * height):.4f} bpp (quality {point.quality})",
+                      rate.RateWarning, stacklevel=2)
     return files[point.quality, point.rate_weight]
 
 
@@ -252,13 +280,35 @@ def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None
     return f, m, grids
 
 
-def decompress(data: bytes, model: ModelLike = None, quality: int | None = None) -> Image.Image:
-    """Decode `.vqz` bytes to a PIL image in the mode it was compressed from.
+VqzSource = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
+"""What `decompress` and `info` take: the bytes of a `.vqz` file, its path, or a binary file object."""
+
+
+def read_vqz(source: VqzSource) -> bytes:
+    """The bytes of a `.vqz` file given as bytes, a path or a binary file object (as `PIL.Image.open` takes)."""
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, (bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        return read_file(source)
+    if hasattr(source, "read") and not isinstance(source, io.TextIOBase):
+        data = source.read()
+        if isinstance(data, (bytes, bytearray)):
+            return bytes(data)
+    raise ArgumentError(f"expected the bytes, a path or a binary file object of a .vqz file, got {type(source).__name__}")
+
+
+def decompress(data: VqzSource, model: ModelLike = None, quality: int | None = None) -> Image.Image:
+    """Decode a `.vqz` file (bytes, a path or a binary file object) to a PIL image in the mode it was compressed from.
 
     The model named in the file is loaded from the shipped models unless `model` is given;
     a model other than the one that wrote the file is refused. `quality` decodes only the
     first stages of the file (a coarser image from the same bytes).
     """
+    data = read_vqz(data)
+    if quality is not None and _integer(quality) is None:
+        raise ArgumentError(f"quality must be an integer, got {quality!r}")
     f, m, grids = decompress_indices(data, model, quality)
     alpha = _alpha(f)
     rgb = decode_indices(m, grids, f.header.width, f.header.height)
@@ -277,8 +327,9 @@ class FileInfo:
         return 8.0 * self.size / (self.header.width * self.header.height)
 
 
-def info(data: bytes) -> FileInfo:
-    """Validate a file (structure and checksum) and describe it, without decoding pixels."""
+def info(data: VqzSource) -> FileInfo:
+    """Validate a file (bytes, a path or a binary file object) and describe it, without decoding pixels."""
+    data = read_vqz(data)
     return FileInfo(container.unpack(data).header, len(data))
 
 

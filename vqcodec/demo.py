@@ -33,7 +33,7 @@ from sklearn.manifold import TSNE
 from threadpoolctl import threadpool_limits
 
 from vqcodec import codec
-from vqcodec.errors import OutputError
+from vqcodec.errors import ArgumentError, OutputError
 from vqcodec.images import open_image, prepare
 from vqcodec.safe_io import check_output, write_atomic, write_bytes_atomic
 from vqcodec.train import perplexity, psnr
@@ -96,7 +96,7 @@ def analyse(images: Sequence[str | os.PathLike[str] | Image.Image], model: Codec
     """Compress and decompress every image at every quality; keep the grids of the highest."""
     qs = sorted({codec.check_quality(model, q) for q in qualities})
     if not qs:
-        raise ValueError("give at least one quality")
+        raise ArgumentError("give at least one quality")
     items = []
     for i, source in enumerate(images):
         im = open_image(source)
@@ -266,7 +266,7 @@ def run_demo(images: Sequence[str | os.PathLike[str] | Image.Image], out_dir: st
     files are replaced only with `overwrite`.
     """
     if not images:
-        raise ValueError("give at least one image")
+        raise ArgumentError("give at least one image")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: is not a folder")

@@ -31,3 +31,7 @@ class OutputError(VqcodecError):
 
 class TokensError(VqcodecError, ValueError):
     """A tokens file is malformed, or does not fit the model asked to decode it."""
+
+
+class VqcodecWarning(UserWarning):
+    """Base of every warning vqcodec gives; the CLI prints each as one line on stderr."""

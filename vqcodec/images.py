@@ -3,30 +3,44 @@
 Policy (documented in the README):
 - EXIF orientation is applied, so the stored image is the one a viewer shows.
 - 1-bit, grayscale and float images are coded as grayscale (mode L).
+- Deep images (modes I;16*, I and F) are mapped linearly to 8 bits, with a
+  `PrecisionWarning` naming the file, its mode and the range used: samples that fit
+  0..65535 are on the 16-bit scale (Pillow's scale for 16-bit PNG, PGM and TIFF);
+  floats within [0, 1] or [0, 255] on that scale; anything else (32-bit integers,
+  negative values) by its own minimum..maximum. Non-finite floats are refused.
+- Of a file with several frames (animated GIF, multi-page TIFF) the first frame is
+  coded, with a `FrameWarning`.
 - Palette images become RGB, or RGBA when the palette has transparency.
 - Alpha (RGBA, LA) is kept losslessly beside the lossy colour channels.
-- 16-bit and 32-bit integer images are reduced to 8 bits with a warning.
 - Anything else Pillow can convert (CMYK, YCbCr, ...) is coded as RGB.
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import numbers
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from vqcodec.errors import ImageError
+from vqcodec.errors import ArgumentError, ImageError, VqcodecWarning
 
 MAX_INPUT_PIXELS = 100_000_000
 """Largest image `compress` accepts by default (width x height); pass `max_pixels` to change it."""
 
 
-class PrecisionWarning(UserWarning):
-    """An input with more than 8 bits per sample was reduced to 8 bits."""
+class PrecisionWarning(VqcodecWarning):
+    """An input with more than 8 bits per sample was reduced to 8 bits (see `deep_range`)."""
+
+
+class FrameWarning(VqcodecWarning):
+    """An input with several frames (an animation, a multi-page file) was coded from its first frame."""
 
 
 @dataclass(frozen=True)
@@ -38,52 +52,142 @@ class PreparedImage:
     mode: str
 
 
-def open_image(source: str | os.PathLike[str] | Image.Image, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """Open a path (or pass an image through), checking the size before decoding any pixel."""
+ImageSource = Image.Image | str | os.PathLike[str] | bytes | bytearray | memoryview | BinaryIO
+"""What `compress` takes: a PIL image, a path, the bytes of an image file, or a binary file object."""
+
+
+@functools.cache
+def readable_suffixes() -> frozenset[str]:
+    """File suffixes (lower case) of every format Pillow can open, except `.vqz`, which is already compressed."""
+    return frozenset(suffix for suffix, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN and suffix != ".vqz")
+
+
+def describe(source: ImageSource) -> str:
+    """How messages name an input: its path or file name when it has one."""
+    if isinstance(source, Image.Image):
+        return str(getattr(source, "filename", "") or "image")
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "image bytes"
+    return str(getattr(source, "name", "") or "image file")
+
+
+def check_max_pixels(max_pixels: int) -> int:
+    """`max_pixels` validated: a positive integer."""
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 1:
+        raise ArgumentError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+    return int(max_pixels)
+
+
+def open_image(source: ImageSource, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Open an image (or pass a PIL image through), checking its size before decoding any pixel.
+
+    Like `PIL.Image.open`, it takes a path, a binary file object, or (unlike it) the bytes
+    of an image file. A `.vqz` file is refused: it is already compressed.
+    """
+    max_pixels = check_max_pixels(max_pixels)
+    name = describe(source)
     if isinstance(source, Image.Image):
         im = source
     else:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            fp: Path | BinaryIO = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)):
+            fp = Path(source)
+        elif hasattr(source, "read") and not isinstance(source, io.TextIOBase):
+            fp = source
+        else:
+            raise ArgumentError("image must be a PIL image, a path, bytes or a binary file object, "
+                                f"got {type(source).__name__}")
         try:
-            im = Image.open(Path(source))
+            im = Image.open(fp)
         except FileNotFoundError:
-            raise ImageError(f"{source}: no such file") from None
+            raise ImageError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise ImageError(f"{name}: is a folder") from None
         except (UnidentifiedImageError, OSError) as exc:
-            raise ImageError(f"{source}: not an image Pillow can read ({exc})") from None
+            raise ImageError(f"{name}: not an image Pillow can read ({exc})") from None
         except Image.DecompressionBombError as exc:
-            raise ImageError(f"{source}: {exc}") from None
+            raise ImageError(f"{name}: {exc}") from None
     w, h = im.size
-    if w * h > max_pixels:
-        raise ImageError(f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (see max_pixels)")
-    if w < 1 or h < 1:
-        raise ImageError(f"image size {w}x{h} is empty")
-    return im
+    problem = None
+    if im.format == "VQZ":
+        problem = "already a .vqz file (decompress it first to re-encode it)"
+    elif w * h > max_pixels:
+        problem = f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} (see max_pixels)"
+    elif w < 1 or h < 1:
+        problem = f"image size {w}x{h} is empty"
+    if problem is None:
+        return im
+    if im is not source:
+        with im:  # closes the file Pillow opened for it
+            pass
+    raise ImageError(f"{name}: {problem}")
 
 
-def _to_8bit(im: Image.Image) -> Image.Image:
-    arr = np.asarray(im)
-    if arr.dtype.kind == "f":
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
-    peak = 65535 if arr.max(initial=0) > 255 or im.mode.startswith("I;16") else 255
-    if peak > 255:
-        warnings.warn("16-bit image reduced to 8 bits per sample", PrecisionWarning, stacklevel=3)
-        arr = (arr.astype(np.int64) * 255 + 32767) // 65535
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+def load_image(source: ImageSource, max_pixels: int = MAX_INPUT_PIXELS) -> PreparedImage:
+    """`open_image` then `prepare`, closing any file the image was opened from (never the caller's)."""
+    im = open_image(source, max_pixels)
+    if im is source:
+        return prepare(im, describe(source))
+    with im:
+        return prepare(im, describe(source))
 
 
-def prepare(im: Image.Image) -> PreparedImage:
-    """Normalise an opened image (see the module policy); decodes the pixels."""
+SIXTEEN_BIT = 65535
+
+
+def deep_range(mode: str, values: np.ndarray) -> tuple[float, float]:
+    """The range of a deep image's samples that becomes 0..255 (the rule in the module doc).
+
+    Pillow opens 16-bit files (PNG, PGM at any maxval, TIFF) as I;16* or I with samples on
+    the 0..65535 scale, so that scale is kept when the samples fit it: a dark 16-bit image
+    stays dark. Floats in [0, 1] or [0, 255] are read on those scales. Anything else (32-bit
+    values, negative numbers) has no scale to go by, so its own minimum..maximum is used.
+    """
+    lo, hi = float(values.min()), float(values.max())
+    if mode == "F":
+        if lo >= 0 and hi <= 1:
+            return 0.0, 1.0
+        if lo >= 0 and hi <= 255:
+            return 0.0, 255.0
+        return lo, hi
+    if lo >= 0 and hi <= SIXTEEN_BIT:
+        return 0.0, float(SIXTEEN_BIT)
+    return lo, hi
+
+
+def _to_8bit(im: Image.Image, name: str) -> Image.Image:
+    """An I, I;16* or F image mapped linearly from `deep_range` to 8 bits, with a `PrecisionWarning`."""
+    values = np.asarray(im).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ImageError(f"{name}: mode {im.mode} image has samples that are not finite (NaN or infinity)")
+    lo, hi = deep_range(im.mode, values)
+    warnings.warn(f"{name}: mode {im.mode} image reduced to 8 bits per sample ({lo:g}..{hi:g} mapped to 0..255)",
+                  PrecisionWarning, stacklevel=2)
+    scaled = (values - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+
+
+def prepare(im: Image.Image, name: str = "image") -> PreparedImage:
+    """Normalise an opened image (see the module policy); decodes the pixels. `name` is for messages."""
     try:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            warnings.warn(f"{name}: has {frames} frames; only the first frame is kept", FrameWarning, stacklevel=2)
         im = ImageOps.exif_transpose(im)
         im.load()
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"cannot decode image ({exc})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"{name}: cannot decode image ({exc})") from None
     mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     elif mode == "PA":
         im = im.convert("RGBA")
     elif mode in ("I", "F") or mode.startswith("I;16"):
-        im = _to_8bit(im)
+        im = _to_8bit(im, name)
     elif mode == "1":
         im = im.convert("L")
     elif mode in ("La", "RGBa"):

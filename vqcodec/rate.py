@@ -14,6 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vqcodec.errors import VqcodecWarning
+
+TOLERANCE = 0.02
+"""Relative distance from the target size within which a search has landed on it."""
+
+
+class RateWarning(VqcodecWarning):
+    """A size target could not be reached; the file has the nearest reachable size."""
+
 Measure = Callable[[int, float], tuple[int, float]]
 """(quality, lambda) -> (bytes, latent distortion) of the resulting file."""
 
@@ -56,7 +65,8 @@ def _bisect(measure: Measure, quality: int, target: float, tolerance: float, ste
     return best
 
 
-def search(measure: Measure, stages: int, target_size: float, tolerance: float = 0.02, steps: int = 24) -> RatePoint:
+def search(measure: Measure, stages: int, target_size: float, tolerance: float = TOLERANCE,
+           steps: int = 24) -> RatePoint:
     """The setting whose size is closest to `target_size` (within `tolerance` when reachable)."""
     full = [measure(q, 0.0)[0] for q in range(1, stages + 1)]
     first = next((q for q, size in enumerate(full, start=1) if size >= target_size), stages)

@@ -34,7 +34,7 @@ from PIL import Image
 from vqcodec import codec
 from vqcodec.container import MODE_CODES, check_limits
 from vqcodec.errors import TokensError, VqzError
-from vqcodec.images import MAX_INPUT_PIXELS, assemble, open_image, prepare
+from vqcodec.images import MAX_INPUT_PIXELS, assemble, load_image
 from vqcodec.safe_io import write_atomic
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
@@ -71,7 +71,7 @@ def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: Mode
     q = codec.check_quality(m, quality)
     items = []
     for i, source in enumerate(images):
-        prepared = prepare(open_image(source, max_pixels))
+        prepared = load_image(source, max_pixels)
         height, width = prepared.rgb.shape[:2]
         grids = codec.encode_indices(m, prepared.rgb, q).astype(np.min_scalar_type(m.config.codebook_size - 1))
         name = Path(source).name if isinstance(source, (str, os.PathLike)) else f"image{i}"
