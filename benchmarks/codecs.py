@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, features
 
 from vqcodec import codec as vq
+from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS, check_effort
 from vqcodec.zoo import load_model, shipped_models
 
 
@@ -99,7 +100,7 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     encoder effort other than the default is asked for.
     """
     loaded = load_model(model)
-    level = vq.check_effort(effort)
+    level = check_effort(effort)
 
     def encode(image: Image.Image, quality: int) -> bytes:
         return vq.compress(image, loaded, quality, effort=level)
@@ -110,7 +111,7 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     fp = loaded.fingerprint.hex()
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
     description = (f"vqcodec model '{loaded.name}' ({fp[:16]}), quality = residual stages kept, "
-                   f"encoder effort {level} (beam {vq.EFFORT_BEAMS[level]})")
+                   f"encoder effort {level} (beam {EFFORT_BEAMS[level]})")
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level}
     return Codec(name, description, "quality", tuple(range(1, loaded.config.num_stages + 1)), encode, decode,
                  identity)
@@ -128,8 +129,8 @@ def registry(threads: int = 1, model_files: dict[str, str] | None = None) -> dic
     for label, path in (model_files or {}).items():
         found[f"vqcodec-{label}"] = partial(vqcodec_model, path, label)
     for name in sorted(shipped_models()):
-        for effort in range(len(vq.EFFORT_BEAMS)):
-            if effort != vq.DEFAULT_EFFORT:
+        for effort in range(len(EFFORT_BEAMS)):
+            if effort != DEFAULT_EFFORT:
                 found[f"vqcodec-{name}-effort{effort}"] = partial(vqcodec_model, name, None, effort)
     found.update(jpeg=jpeg, webp=webp, jpeg2000=jpeg2000, avif=partial(avif, threads))
     return found

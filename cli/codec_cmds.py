@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cli.console import console, err_console, print_warning
 from vqcodec import batch, codec
 from vqcodec.batch import OUTPUT_FORMATS, Settings, Summary, Task
+from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
 from vqcodec.errors import OutputError, VqcodecError
 from vqcodec.images import MAX_INPUT_PIXELS
 from vqcodec.zoo import load_model
@@ -58,6 +59,7 @@ def compress(
     model: ModelOpt = None,
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's stage count (best); default: middle.")] = None,
     target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
+    effort: Annotated[int, typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, help="Encoder search, 0 (greedy, fastest) to 4 (slowest, best image for its size); decoding is the same.")] = DEFAULT_EFFORT,
     jobs: Jobs = 1,
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs larger than this many pixels.")] = MAX_INPUT_PIXELS,
     force: Force = False,
@@ -68,7 +70,7 @@ def compress(
     .pgm, .tif, .webp, ...) and their structure is kept under -o. Of an animated
     image the first frame is coded, with a warning.
 
-    Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25)
+    Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25, --effort 4)
     """
     m = load_model(model)
     if quality is not None and target_bpp is not None:
@@ -79,7 +81,7 @@ def compress(
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
     tasks = batch.plan(inputs, output, ".vqz", batch.is_image)
     _execute("compress", tasks, Settings(model=model, quality=quality, force=force, max_pixels=max_pixels,
-                                                        target_bpp=target_bpp), jobs)
+                                                        target_bpp=target_bpp, effort=effort), jobs)
 
 
 def decompress(

@@ -8,6 +8,7 @@ import torch
 
 import vqcodec
 from vqcodec import codec
+from vqcodec.effort import EFFORT_BEAMS
 from vqcodec.errors import ArgumentError
 from vqcodec.quantizer import ResidualVQ
 
@@ -61,7 +62,7 @@ def test_bad_effort_is_refused(tiny_model, effort) -> None:
 def test_every_effort_decodes_and_effort_zero_is_greedy(default_model, kodak_crop) -> None:
     sizes, errors = [], []
     x = np.asarray(kodak_crop, dtype=np.float64)
-    for effort in range(len(codec.EFFORT_BEAMS)):
+    for effort in range(len(EFFORT_BEAMS)):
         data = vqcodec.compress(kodak_crop, model=default_model, quality=4, effort=effort)
         out = np.asarray(vqcodec.decompress(data, model=default_model), dtype=np.float64)
         sizes.append(len(data))

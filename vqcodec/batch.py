@@ -66,6 +66,7 @@ class Settings:
     force: bool = False
     max_pixels: int = MAX_INPUT_PIXELS
     target_bpp: float | None = None
+    effort: int | None = None
 
 
 def is_folder_name(output: str | os.PathLike[str]) -> bool:
@@ -152,7 +153,7 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
         check_output(task.dst, settings.force, [task.src])
         t0 = time.perf_counter()
         data = codec.compress(im, model, settings.quality, max_pixels=settings.max_pixels,
-                              target_bpp=settings.target_bpp)
+                              target_bpp=settings.target_bpp, effort=settings.effort)
         seconds = time.perf_counter() - t0
     write_bytes_atomic(task.dst, data, overwrite=settings.force, inputs=[task.src])
     header = codec.info(data).header

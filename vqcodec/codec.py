@@ -26,6 +26,7 @@ from PIL import Image
 from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
+from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
@@ -112,21 +113,6 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
                                cols.start - hcols.start : cols.stop - hcols.start]
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
-
-
-EFFORT_BEAMS = (1, 2, 4, 8, 16)
-"""Beam width of the residual-stage search at each encoder effort level (0 = greedy)."""
-DEFAULT_EFFORT = 1
-"""The effort `compress` uses when none is given: the fastest level that searches."""
-
-
-def check_effort(effort: int | None) -> int:
-    """`effort` validated (None gives the default)."""
-    if effort is None:
-        return DEFAULT_EFFORT
-    if isinstance(effort, bool) or int(effort) != effort or not 0 <= effort < len(EFFORT_BEAMS):
-        raise ArgumentError(f"effort must be an integer 0..{len(EFFORT_BEAMS) - 1}, got {effort!r}")
-    return int(effort)
 
 
 @torch.inference_mode()
