@@ -56,7 +56,8 @@ def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
 
 
 TILE_CELLS = 128
-"""Side of the square tiles images are processed in, in grid cells (1024 pixels at stride 8)."""
+"""Side of the square tiles large images are processed in, in grid cells (1024 pixels at stride 8);
+every tile holds at most TILE_CELLS**2 cells."""
 HALO_CELLS = 8
 """Grid cells of context added on every side of a tile; wider than the networks' receptive fields."""
 QUANTIZE_ROWS = 16384
@@ -64,11 +65,19 @@ QUANTIZE_ROWS = 16384
 
 
 def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slice, slice]]:
-    """For each tile: the cells it owns and the larger window (with halo) it is computed from."""
+    """For each tile: the cells it owns and the larger window (with halo) it is computed from.
+
+    A tile holds at most tile * tile cells: a square on large grids, a strip across the whole
+    short side of a thin one (a 1-row grid is one call of up to tile * tile cells, not one per
+    `tile` columns), so the number of network calls, and their overhead, follows the cell count.
+    """
+    area = tile * tile
+    tile_h = max(1, min(grid_h, max(tile, area // max(1, grid_w))))
+    tile_w = max(1, min(grid_w, max(tile, area // tile_h)))
     out = []
-    for r0 in range(0, grid_h, tile):
-        for c0 in range(0, grid_w, tile):
-            r1, c1 = min(grid_h, r0 + tile), min(grid_w, c0 + tile)
+    for r0 in range(0, grid_h, tile_h):
+        for c0 in range(0, grid_w, tile_w):
+            r1, c1 = min(grid_h, r0 + tile_h), min(grid_w, c0 + tile_w)
             hr0, hc0 = max(0, r0 - HALO_CELLS), max(0, c0 - HALO_CELLS)
             hr1, hc1 = min(grid_h, r1 + HALO_CELLS), min(grid_w, c1 + HALO_CELLS)
             out.append((slice(r0, r1), slice(c0, c1), slice(hr0, hr1), slice(hc0, hc1)))
