@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.console import console, err_console
+from .console import console, err_console
 from vqcodec import batch, codec
 from vqcodec.batch import OUTPUT_FORMATS, Settings, Summary, Task
 from vqcodec.errors import OutputError, VqcodecError

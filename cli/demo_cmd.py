@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.codec_cmds import Force, Inputs, ModelOpt
-from cli.console import console, err_console
+from .codec_cmds import Force, Inputs, ModelOpt
+from .console import console, err_console
 from vqcodec import codec
 from vqcodec.zoo import load_model
 

@@ -6,12 +6,12 @@ import sys
 
 import typer
 
-from cli.console import err_console
-from cli.bench_cmd import bench
-from cli.codec_cmds import compress, decompress, info
-from cli.demo_cmd import demo
-from cli.tokens_cmd import detokenize, tokens
-from cli.train_cmd import train
+from .console import err_console
+from .bench_cmd import bench
+from .codec_cmds import compress, decompress, info
+from .demo_cmd import demo
+from .tokens_cmd import detokenize, tokens
+from .train_cmd import train
 from vqcodec.errors import VqcodecError
 
 app = typer.Typer(

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.codec_cmds import OUTPUT_FORMATS, SUFFIX_FORMATS, Force, Inputs, ModelOpt
-from cli.console import console
+from .codec_cmds import OUTPUT_FORMATS, SUFFIX_FORMATS, Force, Inputs, ModelOpt
+from .console import console
 from vqcodec import codec
 from vqcodec.errors import OutputError
 from vqcodec.safe_io import check_output, write_atomic

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cli.console import err_console
+from .console import err_console
 from vqcodec.model import ModelConfig
 
 
