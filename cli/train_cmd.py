@@ -9,7 +9,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .console import err_console
-from vqcodec.model import ModelConfig
 
 
 def train(
@@ -41,6 +40,7 @@ def train(
 
     Example: vqcodec train --data photos/ --val val/ --steps 200 --out m.safetensors
     """
+    from vqcodec.model import ModelConfig  # here, so other commands start without torch
     from vqcodec.train import TrainConfig, train as run_training
 
     model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,

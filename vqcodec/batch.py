@@ -19,7 +19,7 @@ import torch
 
 from vqcodec import codec
 from vqcodec.data import IMAGE_SUFFIXES
-from vqcodec.errors import OutputError, VqcodecError
+from vqcodec.errors import OutputError, VqcodecError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS
 from vqcodec.safe_io import check_output, write_atomic, write_bytes_atomic
 from vqcodec.zoo import CodecModel, load_model
@@ -128,12 +128,6 @@ def decompress_task(task: Task, model: CodecModel | None, settings: Settings) ->
 
 
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}
-
-
-def error_line(src: Path, exc: Exception) -> str:
-    """A one-line message for a failed file, naming the file once."""
-    msg = str(exc) if isinstance(exc, VqcodecError) else (getattr(exc, "strerror", None) or str(exc))
-    return msg if msg.startswith(str(src)) else f"{src}: {msg}"
 
 
 def _attempt(action: str, task: Task, settings: Settings) -> Outcome:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +20,7 @@ from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.errors import ImageError, VqzError
+from vqcodec.fileinfo import FileInfo, info, read_file  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, PreparedImage, assemble, open_image, prepare
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
@@ -248,32 +247,3 @@ def decompress(data: bytes, model: ModelLike = None, quality: int | None = None)
     alpha = _alpha(f)
     rgb = decode_indices(m, grids, f.header.width, f.header.height)
     return assemble(rgb, alpha, f.header.mode)
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """What `vqcodec info` reports about a file."""
-
-    header: VqzHeader
-    size: int
-
-    @property
-    def bpp(self) -> float:
-        return 8.0 * self.size / (self.header.width * self.header.height)
-
-
-def info(data: bytes) -> FileInfo:
-    """Validate a file (structure and checksum) and describe it, without decoding pixels."""
-    return FileInfo(container.unpack(data).header, len(data))
-
-
-def read_file(path: str | os.PathLike[str]) -> bytes:
-    """Bytes of a `.vqz` file, with a `VqzError` when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise VqzError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise VqzError(f"{path}: is a folder") from None
-    except OSError as exc:
-        raise VqzError(f"{path}: cannot read ({exc.strerror})") from None

@@ -1,5 +1,9 @@
 """The exception family. The CLI maps every `VqcodecError` to a one-line message and a non-zero exit."""
 
+from __future__ import annotations
+
+import os
+
 
 class VqcodecError(Exception):
     """Base of every error vqcodec raises on purpose."""
@@ -27,3 +31,9 @@ class OutputError(VqcodecError):
 
 class TokensError(VqcodecError, ValueError):
     """A tokens file is malformed, or does not fit the model asked to decode it."""
+
+
+def error_line(src: str | os.PathLike[str], exc: Exception) -> str:
+    """A one-line message for a failed file, naming the file once."""
+    msg = str(exc) if isinstance(exc, VqcodecError) else (getattr(exc, "strerror", None) or str(exc))
+    return msg if msg.startswith(str(src)) else f"{src}: {msg}"
