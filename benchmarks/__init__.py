@@ -1,5 +1,5 @@
 """The vqcodec benchmark suite: rate-distortion, speed and memory of vqcodec against Pillow's codecs.
 
-`benchmarks.runner.run_benchmark` is the entry point (the `vqcodec bench` command wraps it);
-`benchmarks.bdrate.bd_rate` computes Bjontegaard delta rates. See docs/benchmarks.md.
+`vqcodec.bench.runner.run_benchmark` is the entry point (the `vqcodec bench` command wraps it);
+`vqcodec.bench.bdrate.bd_rate` computes Bjontegaard delta rates. See docs/benchmarks.md.
 """

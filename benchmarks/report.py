@@ -11,9 +11,9 @@ from matplotlib.figure import Figure
 
 from vqcodec.safe_io import write_atomic
 
-from benchmarks.bdrate import BDRate, bd_rate
-from benchmarks.metrics import ms_ssim_db
-from benchmarks.results import CodecResult, SpeedResult
+from .bdrate import BDRate, bd_rate
+from .metrics import ms_ssim_db
+from .results import CodecResult, SpeedResult
 
 ANCHORS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
 """The codecs every other codec's BD-rate is measured against, and their names in the report."""

@@ -22,14 +22,14 @@ from PIL import Image
 
 from vqcodec.data import find_images
 from vqcodec.errors import DataError
-
-from benchmarks import results, speed
-from benchmarks.codecs import Codec, registry, select
 from vqcodec.zoo import shipped_models
-from benchmarks.environment import describe
-from benchmarks.metrics import MIN_MS_SSIM_SIDE, as_tensor, bits_per_pixel, ms_ssim, psnr
-from benchmarks.report import RunSummary, plot_rd, write_report
-from benchmarks.results import CodecResult, ImageResult, SettingResult, SpeedResult
+
+from . import results, speed
+from .codecs import Codec, registry, select
+from .environment import describe
+from .metrics import MIN_MS_SSIM_SIDE, as_tensor, bits_per_pixel, ms_ssim, psnr
+from .report import RunSummary, plot_rd, write_report
+from .results import CodecResult, ImageResult, SettingResult, SpeedResult
 
 QUICK_IMAGES = 4
 """Images used by `--quick` (the first ones in sorted order); it also runs `Codec.quick_settings`."""

@@ -2,7 +2,7 @@
 
 Times come from this process with the model loaded once and a warm-up excluded; each point is the
 median of up to `MAX_REPEATS` runs (fewer when the runs already took `MIN_TIME_S`). Peak resident
-memory is measured in a fresh Python process (`python -m benchmarks.speed JOB`) that loads the model,
+memory is measured in a fresh Python process (`python -m vqcodec.bench.speed JOB`) that loads the model,
 reads its input, notes its resident memory (the baseline), runs one compress or decompress and reports
 the peak resident memory during it, so the figure belongs to the codec and not to the benchmark around it.
 The test images are the first benchmark image resized (bicubic) to each size; none is written out.
@@ -30,7 +30,7 @@ from PIL import Image
 from vqcodec import codec as vq
 from vqcodec.zoo import load_model, shipped_models
 
-from benchmarks.results import Memory, Timing
+from .results import Memory, Timing
 
 SIZES: tuple[tuple[int, int], ...] = ((768, 512), (4000, 3000))
 """Image sizes timed by a full run: a Kodak-sized photo and a 12-megapixel camera image."""
@@ -81,7 +81,7 @@ def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, t
     """Baseline and peak RSS in MiB of a fresh process compressing (input: .npy pixels) or decompressing (.vqz)."""
     job = {"model": str(model_path), "operation": operation, "input": str(input_path), "quality": quality,
            "threads": threads}
-    done = subprocess.run([sys.executable, "-m", "benchmarks.speed", json.dumps(job)],
+    done = subprocess.run([sys.executable, "-m", "vqcodec.bench.speed", json.dumps(job)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement of {operation} failed: {done.stderr.strip()[-2000:]}")

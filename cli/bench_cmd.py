@@ -1,4 +1,4 @@
-"""`vqcodec bench`: the CLI face of `benchmarks.runner.run_benchmark`, with a progress bar."""
+"""`vqcodec bench`: the CLI face of `vqcodec.bench.runner.run_benchmark`, with a progress bar."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cli.console import console, err_console
+from .console import console, err_console
 
 
 def bench(
@@ -32,8 +32,8 @@ def bench(
 
     Example: vqcodec bench --data ../shared/data/kodak --out benchmarks/results/kodak
     """
-    from benchmarks.codecs import select
-    from benchmarks.runner import BenchConfig, run_benchmark
+    from vqcodec.bench.codecs import select
+    from vqcodec.bench.runner import BenchConfig, run_benchmark
 
     names = [n.strip() for item in codecs for n in item.split(",") if n.strip()] if codecs else None
     files: dict[str, str] = {}

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.console import console, err_console, print_warning
-from vqcodec import batch, codec
-from vqcodec.batch import OUTPUT_FORMATS, Settings, Summary, Task
+from .console import console, err_console, print_warning
+from vqcodec import batch, fileinfo
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
-from vqcodec.errors import OutputError, VqcodecError
+from vqcodec.errors import OutputError, VqcodecError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS
-from vqcodec.zoo import load_model
+
+if TYPE_CHECKING:
+    from vqcodec.batch import Settings, Task
+
+# The codec and the model zoo import torch: each command imports them when it runs, so --help,
+# usage errors and `info` start without it (planning a batch needs no torch).
 
 SUFFIX_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp", ".webp": "webp"}
 
@@ -27,6 +31,8 @@ Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes
 
 def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> None:
     """Run a batch with one progress bar, a line per file, a summary for batches; exit 1 if any failed."""
+    from vqcodec.batch import Summary
+
     if not tasks:
         raise OutputError("no input files found")
     outcomes = []
@@ -72,6 +78,10 @@ def compress(
 
     Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25, --effort 4)
     """
+    from vqcodec import codec
+    from vqcodec.batch import Settings
+    from vqcodec.zoo import load_model
+
     m = load_model(model)
     if quality is not None and target_bpp is not None:
         raise typer.BadParameter("give --quality or --target-bpp, not both", param_hint="--target-bpp")
@@ -101,6 +111,9 @@ def decompress(
 
     Example: vqcodec decompress photo.vqz -o photo-decoded.png
     """
+    from vqcodec.batch import OUTPUT_FORMATS, Settings
+    from vqcodec.zoo import load_model
+
     if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format")
     if model is not None:
@@ -130,10 +143,10 @@ def info(inputs: Inputs) -> None:
         raise OutputError("no .vqz files found")
     for src in files:
         try:
-            i = codec.info(codec.read_file(src))
+            i = fileinfo.info(fileinfo.read_file(src))
         except VqcodecError as exc:
             failures += 1
-            err_console.print(f"error: {batch.error_line(src, exc)}", markup=False, highlight=False)
+            err_console.print(f"error: {error_line(src, exc)}", markup=False, highlight=False)
             continue
         h = i.header
         console.print(

@@ -7,10 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.codec_cmds import Force, Inputs, ModelOpt
-from cli.console import console, err_console
-from vqcodec import codec
-from vqcodec.zoo import load_model
+from .codec_cmds import Force, Inputs, ModelOpt
+from .console import console, err_console
 
 
 def demo(
@@ -28,7 +26,9 @@ def demo(
 
     Example: vqcodec demo photo.png other.png -q 1 -q 4 -q 8 --out demo-out
     """
-    from vqcodec.demo import Embedding, run_demo  # here, so other commands start without matplotlib and sklearn
+    from vqcodec import codec  # here, so other commands start without torch, matplotlib and sklearn
+    from vqcodec.demo import Embedding, run_demo
+    from vqcodec.zoo import load_model
 
     try:
         method = Embedding(embedding)

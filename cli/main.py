@@ -1,24 +1,31 @@
-"""The typer app behind the `vqcodec` console script."""
+"""The typer app behind the `vqcodec` console script.
+
+Command modules import torch-backed code only inside their commands, so `--help`, usage errors
+and `vqcodec info` start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
+import re
 import sys
 
 import typer
 
-from cli.console import err_console
-from cli.bench_cmd import bench
-from cli.codec_cmds import compress, decompress, info
-from cli.demo_cmd import demo
-from cli.tokens_cmd import detokenize, tokens
-from cli.train_cmd import train
-from cli.prior_cmd import fit_prior
+from .console import err_console
+from .bench_cmd import bench
+from .codec_cmds import compress, decompress, info
+from .demo_cmd import demo
+from .tokens_cmd import detokenize, tokens
+from .train_cmd import train
+from .prior_cmd import fit_prior
 from vqcodec.errors import VqcodecError
+
+UsageError: type[Exception] = typer.BadParameter.__base__
+"""click's UsageError (vendored by newer typer): bad options, missing arguments, unknown commands."""
 
 app = typer.Typer(
     name="vqcodec",
     help="A learned image codec: compress photos to .vqz, decompress them, train models, benchmark.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
@@ -38,13 +45,26 @@ def _root() -> None:
     """vqcodec: compress photos to .vqz with a learned VQ-VAE, decompress, train and benchmark."""
 
 
+def usage_line(exc: Exception) -> str:
+    """One line for a usage error: click's message, whitespace collapsed, and where to read the help."""
+    message = re.sub(r"\s+", " ", exc.format_message()).strip()  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "vqcodec"
+    return f"error: {message} (see '{command} --help')"
+
+
 def main() -> None:
-    """Console-script entry: run the app, turning vqcodec's errors into one line and exit code 1."""
+    """Console-script entry: run the app; vqcodec's errors become one line and exit code 1, usage errors
+    one line and exit code 2, and no arguments at all print the help."""
     try:
-        app()
+        code = app(args=sys.argv[1:] or ["--help"], prog_name="vqcodec", standalone_mode=False)
+    except UsageError as exc:
+        err_console.print(usage_line(exc), markup=False, highlight=False)
+        sys.exit(2)
     except VqcodecError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted", markup=False, highlight=False)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from cli.console import err_console
+from .console import err_console
 
 
 def fit_prior(

@@ -7,14 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.codec_cmds import OUTPUT_FORMATS, SUFFIX_FORMATS, Force, Inputs, ModelOpt
-from cli.console import console
-from vqcodec import codec
+from .codec_cmds import SUFFIX_FORMATS, Force, Inputs, ModelOpt
+from .console import console
 from vqcodec.errors import OutputError
 from vqcodec.safe_io import check_output, write_atomic
-from vqcodec.tokens import detokenize as decode_tokens
-from vqcodec.tokens import load_tokens, model_for_tokens, save_tokens, tokenize
-from vqcodec.zoo import load_model
 
 
 def tokens(
@@ -34,6 +30,10 @@ def tokens(
 
     Example: vqcodec tokens photo.png other.png -q 4 --out tokens.npz
     """
+    from vqcodec import codec  # here, so other commands start without torch
+    from vqcodec.tokens import save_tokens, tokenize
+    from vqcodec.zoo import load_model
+
     m = load_model(model)
     try:
         q = codec.check_quality(m, quality)
@@ -63,6 +63,10 @@ def detokenize(
 
     Example: vqcodec detokenize tokens.npz -o decoded/
     """
+    from vqcodec.batch import OUTPUT_FORMATS  # here, so other commands start without torch
+    from vqcodec.tokens import detokenize as decode_tokens
+    from vqcodec.tokens import load_tokens, model_for_tokens
+
     token_set = load_tokens(source)
     m = model_for_tokens(token_set, model)
     one_file = output is not None and len(token_set.images) == 1 and not output.is_dir()

@@ -1,15 +1,88 @@
-"""`vqcodec train`: the CLI face of `vqcodec.train`."""
+"""`vqcodec train`: the CLI face of `vqcodec.train`.
+
+On a terminal, progress is a bar on stderr; when stdout is not a terminal (`> log`, nohup, CI,
+a job scheduler) it is also written there as plain lines, so the log shows the run is alive.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from cli.console import err_console
-from vqcodec.model import ModelConfig
+from .console import console, err_console
+
+if TYPE_CHECKING:
+    from vqcodec.train import TrainConfig
+
+PLAIN_LINES_PER_RUN = 100
+"""Step lines a plain log gets over a run (plus phases, validations and the last step)."""
+PLAIN_LINE_SECONDS = 60.0
+"""A plain log gets a line at least this often while steps or prior images go on."""
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
+
+
+def _step_info(m: dict[str, Any]) -> str:
+    info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
+    if "perplexity" in m:
+        info += f" ppl {m['perplexity']:.0f} used {m['codes_in_use']:.0%} q{m['stages']}"
+    if "val_psnr" in m:
+        info += f" | val {m['val_psnr'][-1]:.2f} dB @ {m['val_bpp'][-1]:.3f} bpp"
+    return info
+
+
+def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
+    """What a phase does, in a few words."""
+    phase, step = m["phase"], m["step"]
+    if phase == "pretrain":
+        return f"steps {step + 1}-{cfg.pretrain_steps}, the autoencoder without quantization"
+    if phase == "kmeans":
+        return "initialising the codebooks by k-means on encoder outputs"
+    if phase == "train":
+        return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
+    views = m["views"]
+    why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
+        "; --prior-views 1, 2, 8 or 32 trades time for a better prior"
+    return (f"fitting the entropy prior on {m['images']} training images, "
+            f"{views} view{'s' if views != 1 else ''} per image ({why})")
+
+
+class PlainProgress:
+    """Training progress as plain lines with the elapsed time: every phase, the first and last step,
+    validations, and otherwise about `PLAIN_LINES_PER_RUN` step lines a run (at least one a minute);
+    during the prior fit, its images likewise."""
+
+    def __init__(self, cfg: TrainConfig, out: TextIO) -> None:
+        self.cfg, self.out = cfg, out
+        self.start = self.last = time.monotonic()
+        self.every = max(1, cfg.steps // PLAIN_LINES_PER_RUN)
+
+    def _print(self, line: str) -> None:
+        self.last = time.monotonic()
+        print(f"{line} elapsed {_clock(self.last - self.start)}", file=self.out, flush=True)
+
+    def __call__(self, m: dict[str, Any]) -> None:
+        late = time.monotonic() - self.last >= PLAIN_LINE_SECONDS
+        event = m.get("event")
+        if event == "phase":
+            self._print(f"phase {m['phase']}: {_phase_text(m, self.cfg)}")
+        elif event == "prior":
+            i, n = m["image"], m["images"]
+            if late or i == n or i % max(1, n // 20) == 0:
+                self._print(f"prior image {i}/{n}")
+        elif event is None:
+            step = m["step"]
+            if late or step == 1 or step % self.every == 0 or step == self.cfg.steps or "val_psnr" in m:
+                phase = "train" if m["stages"] else "pretrain"
+                self._print(f"step {step}/{self.cfg.steps} phase {phase} {_step_info(m)}")
 
 
 def train(
@@ -32,15 +105,22 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 2,
     seed: Annotated[int, typer.Option(help="Seed of every random choice in the run.")] = 0,
+    prior_views: Annotated[Optional[int], typer.Option(
+        help="Views of each training image the entropy prior is counted over: 1 (the image), 2 (and its mirror), "
+             "8 or 32 (grid offsets in steps of 4 or 2 pixels, each mirrored; 128 for 1 pixel). Cost grows with "
+             "views. Default: the most, up to 32, whose pixels do not exceed those the run trains on "
+             "(steps x batch size x crop^2); the log says which.", show_default=False)] = None,
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
     Pretraining, k-means codebook initialisation, joint training with EMA codebooks,
-    then the entropy prior is fitted on the training images. Writes OUT, OUT with
-    .ckpt (checkpoint) and .jsonl (metrics per step). Runs under torchrun too.
+    then the entropy prior is fitted on the training images (--prior-views). Writes OUT,
+    OUT with .ckpt (checkpoint) and .jsonl (metrics per step). Runs under torchrun too.
+    When stdout is not a terminal (> log), progress is printed there as plain lines.
 
     Example: vqcodec train --data photos/ --val val/ --steps 200 --out m.safetensors
     """
+    from vqcodec.model import ModelConfig  # here, so other commands start without torch
     from vqcodec.train import TrainConfig, train as run_training
 
     model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
@@ -48,24 +128,33 @@ def train(
     try:
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
-                          checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers, seed=seed)
+                          checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
+                          seed=seed, prior_views=prior_views)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TimeRemainingColumn()]
-    with Progress(*columns, console=err_console, transient=False) as progress:
+    plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=False, disable=not err_console.is_terminal) as progress:
         task = progress.add_task("train", total=steps, info="", completed=0)
+        prior_task: list[Any] = []
+
+        def on_bar(m: dict[str, Any]) -> None:
+            event = m.get("event")
+            if event == "phase" and m["phase"] == "prior":
+                progress.update(task, info="done")
+                prior_task.append(progress.add_task("prior", total=m["images"], info=f"entropy prior, {m['views']} view(s) per image"))
+            elif event == "phase":
+                progress.update(task, info=f"phase {m['phase']}")
+            elif event == "prior":
+                progress.update(prior_task[0], completed=m["image"])
+            else:
+                progress.update(task, completed=m["step"], info=_step_info(m))
 
         def on_step(m: dict[str, Any]) -> None:
-            if m.get("event") == "prior":
-                progress.update(task, info="fitting the entropy prior on the training images")
-                return
-            info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
-            if "perplexity" in m:
-                info += f" ppl {m['perplexity']:.0f} used {m['codes_in_use']:.0%} q{m['stages']}"
-            if "val_psnr" in m:
-                info += f" | val {m['val_psnr'][-1]:.2f} dB @ {m['val_bpp'][-1]:.3f} bpp"
-            progress.update(task, completed=m["step"], info=info)
+            on_bar(m)
+            if plain is not None:
+                plain(m)
 
         try:
             run_training(cfg, on_step=on_step)
@@ -73,4 +162,4 @@ def train(
             err_console.print(f"interrupted: checkpoint written to {cfg.checkpoint}; "
                               f"continue with --resume {cfg.checkpoint}")
             raise typer.Exit(130) from None
-    err_console.print(f"wrote {out} (metrics in {cfg.log})")
+    console.print(f"wrote {out} (metrics in {cfg.log})", markup=False, highlight=False)

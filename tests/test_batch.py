@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import KODAK, noise_image
-from vqcodec import batch
+from vqcodec import batch, codec
 from vqcodec.errors import OutputError
 from vqcodec.safe_io import write_atomic
 
@@ -132,7 +132,7 @@ def test_unwritable_output_is_refused_before_encoding(tmp_path: Path, tiny_model
     src = tmp_path / "img.png"
     noise_image(8, 8).save(src)
     (tmp_path / "file.txt").write_text("not a folder")
-    monkeypatch.setattr(batch.codec, "compress", lambda *a, **k: pytest.fail("encoded before checking the output"))
+    monkeypatch.setattr(codec, "compress", lambda *a, **k: pytest.fail("encoded before checking the output"))
     dst = tmp_path / "file.txt" / "sub" / "img.vqz"
     with pytest.raises(OutputError, match=f"{dst}: cannot write into .*file.txt.*not a folder"):
         batch.compress_task(batch.Task(src, dst), tiny_model, batch.Settings())
@@ -144,7 +144,7 @@ def test_read_only_output_folder_is_refused_before_encoding(tmp_path: Path, tiny
     noise_image(8, 8).save(src)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    monkeypatch.setattr(batch.codec, "compress", lambda *a, **k: pytest.fail("encoded before checking the output"))
+    monkeypatch.setattr(codec, "compress", lambda *a, **k: pytest.fail("encoded before checking the output"))
     with pytest.raises(OutputError, match=f"{locked / 'img.vqz'}: cannot write into"):
         batch.compress_task(batch.Task(src, locked / "img.vqz"), tiny_model, batch.Settings())
 

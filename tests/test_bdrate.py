@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks.bdrate import bd_rate
+from vqcodec.bench.bdrate import bd_rate
 
 RATES = [0.1, 0.25, 0.5, 1.0, 2.0]
 PSNR = [26.0, 29.5, 32.0, 35.5, 39.0]

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from benchmarks import results
-from benchmarks.codecs import registry, select
-from benchmarks.metrics import as_tensor, ms_ssim, psnr
-from benchmarks.runner import load_images
-from cli.main import app
+from vqcodec.bench import results
+from vqcodec.bench.codecs import registry, select
+from vqcodec.bench.metrics import as_tensor, ms_ssim, psnr
+from vqcodec.bench.runner import load_images
+from vqcodec.cli.main import app
 from vqcodec.errors import DataError
 from vqcodec.zoo import shipped_models
 

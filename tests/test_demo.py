@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
+from vqcodec.cli.main import app
 from vqcodec import codec
 from vqcodec.demo import OUTPUTS, SUMMARY, Embedding, codebook_figure, default_qualities, run_demo
 from vqcodec.errors import OutputError

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from typer.testing import CliRunner
 
 import vqcodec
-from cli.main import app
+from vqcodec.cli.main import app
 from vqcodec import codec, container
 from tests.conftest import synthetic_image as synthetic
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from cli.main import app
+from vqcodec.cli.main import app
 from vqcodec import codec
 from vqcodec.errors import OutputError
 from vqcodec.tokens import TokensError, detokenize, load_tokens, model_for_tokens, save_tokens, tokenize

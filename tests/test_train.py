@@ -95,6 +95,15 @@ def test_cli_trains_a_model_compress_can_use(folder: Path, tmp_path: Path) -> No
                              "--latent-dim", "8", "--workers", "0", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    # Off a terminal (stdout is a pipe here), progress comes as plain lines: every phase, steps, the prior's images.
+    lines = result.stdout.splitlines()
+    steps = [line for line in lines if line.startswith("step ")]
+    assert steps and steps[-1].startswith("step 6/6") and all(k in steps[-1] for k in ("loss", "psnr", "elapsed"))
+    for phase in ("pretrain", "train", "prior"):
+        assert any(line.startswith(f"phase {phase}") for line in lines), result.stdout
+    assert any("1 view per image (auto" in line for line in lines), result.stdout
+    assert any(line.startswith("prior image 6/6") for line in lines), result.stdout
+    assert lines[-1].startswith(f"wrote {out}")
     img = tmp_path / "x.png"
     noise_image(33, 17).save(img)
     result = subprocess.run([vqcodec, "compress", str(img), "--model", str(out)], capture_output=True, text=True)
@@ -188,3 +197,34 @@ def test_prior_statistics_count_every_shifted_and_mirrored_view(folder: Path) ->
     assert top.sum() == sum(c for _, c in grids)
     assert pairs[0].sum() == sum((r - 1) * c for r, c in grids)
     assert all(pairs[s].sum() == sum(r * c for r, c in grids) for s in range(1, TINY.num_stages))
+
+
+def test_prior_views_choices_and_the_automatic_choice_follows_run_length(folder: Path, tmp_path: Path) -> None:
+    from vqcodec.data import read_rgb
+    from vqcodec.train import auto_prior_views, prior_view_choices, prior_views
+
+    assert prior_view_choices(8) == (1, 2, 8, 32, 128)
+    pixels = read_rgb(folder / "p0.png")
+    assert [len(list(prior_views(pixels, 8, v))) for v in (1, 2, 8, 32)] == [1, 2, 8, 32]
+    assert torch.equal(next(prior_views(pixels, 8, 1))[0], torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255)
+    # A short run pays for one view of each image, a long one for 32 (the shipped recipe), never more unless asked.
+    bsds_pixels = 200 * 481 * 321
+    assert auto_prior_views(8, bsds_pixels, steps=20, batch_size=8, crop=256) == 1
+    assert auto_prior_views(8, bsds_pixels, steps=200, batch_size=8, crop=256) == 2
+    assert auto_prior_views(8, bsds_pixels, steps=10000, batch_size=16, crop=128) == 32
+    assert auto_prior_views(8, 1, steps=10**6, batch_size=16, crop=256) == 32
+    with pytest.raises(ValueError, match="--prior-views"):
+        config(folder, tmp_path / "m.safetensors", prior_views=3)
+
+
+def test_the_prior_fit_reports_its_progress_and_the_log_says_how_many_views(folder: Path, tmp_path: Path) -> None:
+    events = []
+    cfg = config(folder, tmp_path / "m.safetensors", prior_views=2)
+    train(cfg, on_step=lambda m: events.append(m) if "event" in m else None)
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert phases == ["pretrain", "kmeans", "train", "prior"]
+    prior = [e for e in events if e["event"] == "prior"]
+    assert [e["image"] for e in prior] == list(range(1, 7)) and all(e["images"] == 6 for e in prior)
+    assert [e for e in events if e["event"] == "phase"][-1]["views"] == 2
+    records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
+    assert any(r.get("event") == "prior" and r["views"] == 2 and r["views_chosen"] == "given" for r in records)

@@ -15,15 +15,17 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from vqcodec import codec
 from vqcodec.container import MAGIC
-from vqcodec.errors import OutputError, VqcodecError, VqcodecWarning, VqzError
+from vqcodec.errors import OutputError, VqcodecError, VqcodecWarning, VqzError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS, open_image, readable_suffixes
 from vqcodec.safe_io import check_output, software_exif, write_atomic, write_bytes_atomic
-from vqcodec.zoo import CodecModel, load_model
+
+if TYPE_CHECKING:
+    from vqcodec.zoo import CodecModel
+
+# Planning needs no torch (so `vqcodec info DIR` starts fast); running a task imports the codec.
 
 OUTPUT_FORMATS = {"png": "PNG", "tiff": "TIFF", "bmp": "BMP", "webp": "WEBP"}
 
@@ -149,6 +151,8 @@ def is_vqz(path: Path) -> bool:
 
 def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
     """Compress one file to its destination, atomically; input and output are checked before encoding."""
+    from vqcodec import codec
+
     with open_image(task.src, settings.max_pixels) as im:
         check_output(task.dst, settings.force, [task.src])
         t0 = time.perf_counter()
@@ -162,6 +166,8 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
 
 
 def decompress_task(task: Task, model: CodecModel | None, settings: Settings) -> Outcome:
+    from vqcodec import codec
+
     """Decompress one file to its destination image (tagged as vqcodec's), atomically; checked before decoding."""
     data = codec.read_file(task.src)
     if not data.startswith(MAGIC):
@@ -182,15 +188,10 @@ def decompress_task(task: Task, model: CodecModel | None, settings: Settings) ->
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}
 
 
-def error_line(src: Path, exc: Exception, dst: Path | None = None) -> str:
-    """A one-line message for a failed file, naming the file once (the output, when the output is the problem)."""
-    msg = str(exc) if isinstance(exc, VqcodecError) else (getattr(exc, "strerror", None) or str(exc))
-    named = msg.startswith(str(src)) or (dst is not None and msg.startswith(str(dst)))
-    return msg if named else f"{src}: {msg}"
-
-
 def _attempt(action: str, task: Task, settings: Settings) -> Outcome:
     """Run one task, turning its failure into an `Outcome` and collecting vqcodec's warnings into it."""
+    from vqcodec.zoo import load_model
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", VqcodecWarning)
         try:
@@ -206,6 +207,8 @@ def _attempt(action: str, task: Task, settings: Settings) -> Outcome:
 
 
 def _init_worker(threads: int) -> None:
+    import torch
+
     torch.set_num_threads(threads)
 
 

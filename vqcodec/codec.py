@@ -8,15 +8,10 @@ model's stage count (best). Decoding can stop at any prefix of the stored stages
 
 from __future__ import annotations
 
-import io
 import math
 import numbers
-import os
 import warnings
 import zlib
-from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,6 +23,7 @@ from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.errors import ArgumentError, VqzError
+from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
@@ -78,7 +74,8 @@ def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
 
 
 TILE_CELLS = 128
-"""Side of the square tiles images are processed in, in grid cells (1024 pixels at stride 8)."""
+"""Side of the square tiles large images are processed in, in grid cells (1024 pixels at stride 8);
+every tile holds at most TILE_CELLS**2 cells."""
 HALO_CELLS = 8
 """Grid cells of context added on every side of a tile; wider than the networks' receptive fields."""
 QUANTIZE_ROWS = 16384
@@ -86,11 +83,19 @@ QUANTIZE_ROWS = 16384
 
 
 def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slice, slice]]:
-    """For each tile: the cells it owns and the larger window (with halo) it is computed from."""
+    """For each tile: the cells it owns and the larger window (with halo) it is computed from.
+
+    A tile holds at most tile * tile cells: a square on large grids, a strip across the whole
+    short side of a thin one (a 1-row grid is one call of up to tile * tile cells, not one per
+    `tile` columns), so the number of network calls, and their overhead, follows the cell count.
+    """
+    area = tile * tile
+    tile_h = max(1, min(grid_h, max(tile, area // max(1, grid_w))))
+    tile_w = max(1, min(grid_w, max(tile, area // tile_h)))
     out = []
-    for r0 in range(0, grid_h, tile):
-        for c0 in range(0, grid_w, tile):
-            r1, c1 = min(grid_h, r0 + tile), min(grid_w, c0 + tile)
+    for r0 in range(0, grid_h, tile_h):
+        for c0 in range(0, grid_w, tile_w):
+            r1, c1 = min(grid_h, r0 + tile_h), min(grid_w, c0 + tile_w)
             hr0, hc0 = max(0, r0 - HALO_CELLS), max(0, c0 - HALO_CELLS)
             hr1, hc1 = min(grid_h, r1 + HALO_CELLS), min(grid_w, c1 + HALO_CELLS)
             out.append((slice(r0, r1), slice(c0, c1), slice(hr0, hr1), slice(hc0, hc1)))
@@ -266,25 +271,6 @@ def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None
     return f, m, grids
 
 
-VqzSource = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
-"""What `decompress` and `info` take: the bytes of a `.vqz` file, its path, or a binary file object."""
-
-
-def read_vqz(source: VqzSource) -> bytes:
-    """The bytes of a `.vqz` file given as bytes, a path or a binary file object (as `PIL.Image.open` takes)."""
-    if isinstance(source, bytes):
-        return source
-    if isinstance(source, (bytearray, memoryview)):
-        return bytes(source)
-    if isinstance(source, (str, os.PathLike)):
-        return read_file(source)
-    if hasattr(source, "read") and not isinstance(source, io.TextIOBase):
-        data = source.read()
-        if isinstance(data, (bytes, bytearray)):
-            return bytes(data)
-    raise ArgumentError(f"expected the bytes, a path or a binary file object of a .vqz file, got {type(source).__name__}")
-
-
 def decompress(data: VqzSource, model: ModelLike = None, quality: int | None = None) -> Image.Image:
     """Decode a `.vqz` file (bytes, a path or a binary file object) to a PIL image in the mode it was compressed from.
 
@@ -299,33 +285,3 @@ def decompress(data: VqzSource, model: ModelLike = None, quality: int | None = N
     alpha = _alpha(f)
     rgb = decode_indices(m, grids, f.header.width, f.header.height)
     return assemble(rgb, alpha, f.header.mode)
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """What `vqcodec info` reports about a file."""
-
-    header: VqzHeader
-    size: int
-
-    @property
-    def bpp(self) -> float:
-        return 8.0 * self.size / (self.header.width * self.header.height)
-
-
-def info(data: VqzSource) -> FileInfo:
-    """Validate a file (bytes, a path or a binary file object) and describe it, without decoding pixels."""
-    data = read_vqz(data)
-    return FileInfo(container.unpack(data).header, len(data))
-
-
-def read_file(path: str | os.PathLike[str]) -> bytes:
-    """Bytes of a `.vqz` file, with a `VqzError` when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise VqzError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise VqzError(f"{path}: is a folder") from None
-    except OSError as exc:
-        raise VqzError(f"{path}: cannot read ({exc.strerror})") from None

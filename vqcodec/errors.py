@@ -1,5 +1,9 @@
 """The exception family. The CLI maps every `VqcodecError` to a one-line message and a non-zero exit."""
 
+from __future__ import annotations
+
+import os
+
 
 class VqcodecError(Exception):
     """Base of every error vqcodec raises on purpose."""
@@ -35,3 +39,10 @@ class TokensError(VqcodecError, ValueError):
 
 class VqcodecWarning(UserWarning):
     """Base of every warning vqcodec gives; the CLI prints each as one line on stderr."""
+
+
+def error_line(src: str | os.PathLike[str], exc: Exception, dst: str | os.PathLike[str] | None = None) -> str:
+    """A one-line message for a failed file, naming the file once (the output, when the output is the problem)."""
+    msg = str(exc) if isinstance(exc, VqcodecError) else (getattr(exc, "strerror", None) or str(exc))
+    named = msg.startswith(str(src)) or (dst is not None and msg.startswith(str(dst)))
+    return msg if named else f"{src}: {msg}"

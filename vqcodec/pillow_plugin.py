@@ -23,7 +23,7 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from vqcodec import codec, container
+from vqcodec import container
 from vqcodec.errors import VqcodecError
 
 FORMAT = "VQZ"
@@ -61,6 +61,8 @@ class VqzDecoder(ImageFile.PyDecoder):
     _pulls_fd = True
 
     def decode(self, buffer: Image.DecoderInput) -> tuple[int, int]:
+        from vqcodec import codec  # here: opening a file reads its header without importing torch
+
         assert self.fd is not None
         try:
             image = codec.decompress(self.fd.read())
@@ -72,6 +74,8 @@ class VqzDecoder(ImageFile.PyDecoder):
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     """Encode `im` with the model and quality given as save parameters."""
+    from vqcodec import codec
+
     fp.write(codec.compress(im, im.encoderinfo.get("model"), im.encoderinfo.get("quality")))
 
 
