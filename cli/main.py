@@ -11,8 +11,10 @@ from cli.bench_cmd import bench
 from cli.codec_cmds import compress, decompress, info
 from cli.demo_cmd import demo
 from cli.tokens_cmd import detokenize, tokens
+from cli.truncate_cmd import truncate
 from cli.train_cmd import train
 from vqcodec.errors import VqcodecError
+from vqcodec.text import printable
 
 app = typer.Typer(
     name="vqcodec",
@@ -24,6 +26,7 @@ app = typer.Typer(
 app.command()(compress)
 app.command()(decompress)
 app.command()(info)
+app.command()(truncate)
 app.command()(bench)
 app.command()(train)
 app.command()(demo)
@@ -41,7 +44,7 @@ def main() -> None:
     try:
         app()
     except VqcodecError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        err_console.print(f"error: {printable(exc)}", markup=False, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted", markup=False, highlight=False)

@@ -117,12 +117,13 @@ def valid_files(tiny_model) -> list[bytes]:
 
 
 def decode_or_vqz_error(data: bytes, model) -> None:
-    start = time.perf_counter()
+    """Decodes or raises VqzError, within one second of CPU time (wall time would flag a busy shared machine)."""
+    start = time.process_time()
     try:
         codec.decompress(data, model)
     except VqzError:
         pass
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_every_cut_decodes_a_prefix_of_stages_or_raises(valid_files, tiny_model) -> None:

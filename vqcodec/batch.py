@@ -46,6 +46,7 @@ class Outcome:
     seconds: float = 0.0
     detail: str = ""
     error: str | None = None
+    warning: str | None = None
 
     @property
     def bpp(self) -> float:
@@ -118,13 +119,16 @@ def decompress_task(task: Task, model: CodecModel | None, settings: Settings) ->
     check_output(task.dst, settings.force, [task.src])
     data = codec.read_file(task.src)
     t0 = time.perf_counter()
-    image = codec.decompress(data, model, settings.quality)
+    image = codec.decompress(data, model, settings.quality, max_pixels=settings.max_pixels)
     seconds = time.perf_counter() - t0
     options = {"lossless": True} if settings.fmt == "webp" else {}
     write_atomic(task.dst, lambda f: image.save(f, format=OUTPUT_FORMATS[settings.fmt], **options),
                  overwrite=settings.force, inputs=[task.src])
+    quality = image.info["quality"]
+    warning = (f"{task.src}: truncated file, decoded quality {quality} from its complete stages"
+               if image.info["truncated"] else None)
     return Outcome(task, len(data), task.dst.stat().st_size, image.width * image.height, seconds,
-                   f"{image.width}x{image.height} {image.mode}")
+                   f"{image.width}x{image.height} {image.mode}, quality {quality}", warning=warning)
 
 
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}
