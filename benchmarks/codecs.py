@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, features
 
 from vqcodec import codec as vq
+from vqcodec import container
 from vqcodec.zoo import load_model, shipped_models
 
 
@@ -104,7 +105,8 @@ def vqcodec_model(model_name: str) -> Codec:
 
     fp = model.fingerprint.hex()
     description = f"vqcodec model '{model.name}' ({fp[:16]}), quality = residual stages kept"
-    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp}
+    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp,
+                "vqz_format": container.VERSION}
     return Codec(f"vqcodec-{model_name}", description, "quality", tuple(range(1, model.config.num_stages + 1)),
                  encode, decode, identity)
 

@@ -62,8 +62,8 @@ def tokens(
     for t in result.images:
         console.print(printable(f"{t.name}: {t.width}x{t.height} {t.mode}, grids {'x'.join(map(str, t.grids.shape))}"),
                       markup=False, highlight=False)
-    console.print(f"{len(result.images)} image(s) -> {out}: model {m.name}, quality {q}, codes 0..{m.config.codebook_size - 1}",
-                  markup=False, highlight=False)
+    console.print(printable(f"{len(result.images)} image(s) -> {out}: model {m.name}, quality {q}, "
+                            f"codes 0..{m.config.codebook_size - 1}"), markup=False, highlight=False)
 
 
 def _walk(inputs: list[Path]) -> list[Path]:
