@@ -41,7 +41,6 @@ ALPHA_MODES = ("LA", "RGBA")
 MODEL_ID_BYTES = 4
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
-MAX_SIDE = MAX_PIXELS
 MAX_STAGES = 255
 MAX_BLOCK = (1 << 32) - 1
 """Largest stage or alpha block, in bytes."""
