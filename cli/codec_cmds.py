@@ -30,6 +30,14 @@ Shard = Annotated[Optional[str], typer.Option(
 MaxPixels = Annotated[int, typer.Option(min=1, help="Refuse images larger than this many pixels.")]
 
 
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """--shard K/N checked, as a usage error when malformed."""
+    try:
+        return None if shard is None else shards.parse(shard)
+    except shards.ShardError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+
+
 def _shard(tasks: list[Task], shard: str | None) -> list[Task]:
     """The tasks of one shard, sorted by source path (all tasks, unchanged, without --shard).
 
@@ -37,7 +45,7 @@ def _shard(tasks: list[Task], shard: str | None) -> list[Task]:
     """
     if shard is None or not tasks:
         return tasks
-    mine = shards.select(tasks, shards.parse(shard), key=lambda t: str(t.src))
+    mine = shards.select(tasks, parse_shard(shard), key=lambda t: str(t.src))
     if not mine:
         console.print(f"shard {shard}: no files (the other shards hold all {len(tasks)})", markup=False, highlight=False)
         raise typer.Exit(0)
@@ -87,6 +95,7 @@ def compress(
 
     Example: vqcodec compress photo.png -q 6 -o photo.vqz   (or --target-bpp 0.25)
     """
+    parse_shard(shard)
     m = load_model(model)
     if quality is not None and target_bpp is not None:
         raise typer.BadParameter("give --quality or --target-bpp, not both", param_hint="--target-bpp")
@@ -119,6 +128,7 @@ def decompress(
     """
     if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format")
+    parse_shard(shard)
     if model is not None:
         load_model(model)
     name = fmt.lower() if fmt else None

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cli.codec_cmds import OUTPUT_FORMATS, SUFFIX_FORMATS, Force, MaxPixels, ModelOpt, Shard
+from cli.codec_cmds import OUTPUT_FORMATS, SUFFIX_FORMATS, Force, MaxPixels, ModelOpt, Shard, parse_shard
 from cli.console import console
 from vqcodec import batch, codec, shards
 from vqcodec.errors import OutputError
@@ -44,6 +44,7 @@ def tokens(
 
     Example: vqcodec tokens photo.png other.png -q 4 --out tokens.npz
     """
+    parse_shard(shard)
     m = load_model(model)
     try:
         q = codec.check_quality(m, quality)
@@ -53,7 +54,7 @@ def tokens(
     files = _walk(inputs)
     if not files:
         raise OutputError("no input files found")
-    mine = shards.select(files, None if shard is None else shards.parse(shard))
+    mine = shards.select(files, parse_shard(shard))
     if not mine:
         console.print(f"shard {shard}: no files (the other shards hold all {len(files)})", markup=False, highlight=False)
         return
