@@ -24,6 +24,7 @@ and `truncate` run without them.
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 import zlib
@@ -250,7 +251,11 @@ def truncate(data: bytes, quality: int) -> bytes:
     """
     f = unpack(data, allow_truncated=True)
     h = f.header
-    if not isinstance(quality, int) or isinstance(quality, bool) or not 1 <= quality <= h.stages:
+    try:
+        quality = operator.index(quality)
+    except TypeError:
+        raise VqzError(f"quality must be a whole number, got {quality!r}") from None
+    if not 1 <= quality <= h.stages:
         raise VqzError(f"this file stores qualities 1..{h.stages}; cannot truncate it to quality {quality}")
     if quality > len(f.streams):
         raise VqzError(f"this file was cut after quality {len(f.streams)}; cannot truncate it to quality {quality}")
