@@ -17,6 +17,7 @@ from typing import Any
 from PIL import Image, features
 
 from vqcodec import codec as vq
+from vqcodec import container
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS, check_effort
 from vqcodec.zoo import load_model, shipped_models
 
@@ -112,7 +113,8 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
     description = (f"vqcodec model '{loaded.name}' ({fp[:16]}), quality = residual stages kept, "
                    f"encoder effort {level} (beam {EFFORT_BEAMS[level]})")
-    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level}
+    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level,
+                "vqz_format": container.VERSION}
     return Codec(name, description, "quality", tuple(range(1, loaded.config.num_stages + 1)), encode, decode,
                  identity)
 

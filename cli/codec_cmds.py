@@ -9,10 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .console import console, err_console, print_warning
-from vqcodec import batch, fileinfo
+from vqcodec import batch, container, registry, shards
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
 from vqcodec.errors import OutputError, VqcodecError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS
+from vqcodec.text import printable
 
 if TYPE_CHECKING:
     from vqcodec.batch import Settings, Task
@@ -27,6 +28,33 @@ Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Output fi
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name or model file path.")]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (each gets its share of the cores).")]
+Shard = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="K/N",
+    help="Process only shard K of N (K = 0..N-1): every N-th file of the sorted list, from the K-th; "
+         "N jobs of an array together do exactly what one run does.")]
+MaxPixels = Annotated[int, typer.Option(min=1, help="Refuse images larger than this many pixels.")]
+
+
+def parse_shard(shard: str | None) -> tuple[int, int] | None:
+    """--shard K/N checked, as a usage error when malformed."""
+    try:
+        return None if shard is None else shards.parse(shard)
+    except shards.ShardError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shard") from None
+
+
+def _shard(tasks: list[Task], shard: str | None) -> list[Task]:
+    """The tasks of one shard, sorted by source path (all tasks, unchanged, without --shard).
+
+    An empty shard (more shards than files) is a success with nothing to do.
+    """
+    if shard is None or not tasks:
+        return tasks
+    mine = shards.select(tasks, parse_shard(shard), key=lambda t: str(t.src))
+    if not mine:
+        console.print(f"shard {shard}: no files (the other shards hold all {len(tasks)})", markup=False, highlight=False)
+        raise typer.Exit(0)
+    return mine
 
 
 def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> None:
@@ -44,12 +72,12 @@ def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> N
         for o in batch.run(action, tasks, settings, jobs):
             outcomes.append(o)
             for warning in o.warnings:
-                print_warning(warning)
+                print_warning(printable(warning))
             if o.error is not None:
-                err_console.print(f"error: {o.error}", markup=False, highlight=False)
+                err_console.print(f"error: {printable(o.error)}", markup=False, highlight=False)
             else:
-                console.print(f"{o.task.src} -> {o.task.dst}: {o.bytes_out} bytes, {o.bpp:.4f} bpp, "
-                              f"{o.detail}, {o.seconds:.2f} s", markup=False, highlight=False)
+                console.print(printable(f"{o.task.src} -> {o.task.dst}: {o.bytes_out} bytes, {o.bpp:.4f} bpp, "
+                                        f"{o.detail}, {o.seconds:.2f} s"), markup=False, highlight=False)
             progress.advance(bar)
     s = Summary.of(outcomes)
     if len(outcomes) > 1:
@@ -67,7 +95,8 @@ def compress(
     target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
     effort: Annotated[int, typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, help="Encoder search, 0 (greedy, fastest) to 4 (slowest, best image for its size); decoding is the same.")] = DEFAULT_EFFORT,
     jobs: Jobs = 1,
-    max_pixels: Annotated[int, typer.Option(min=1, help="Refuse inputs larger than this many pixels.")] = MAX_INPUT_PIXELS,
+    shard: Shard = None,
+    max_pixels: MaxPixels = MAX_INPUT_PIXELS,
     force: Force = False,
 ) -> None:
     """Compress images to .vqz (IMG.png -> IMG.vqz beside it, or in the -o folder).
@@ -82,6 +111,7 @@ def compress(
     from vqcodec.batch import Settings
     from vqcodec.zoo import load_model
 
+    parse_shard(shard)
     m = load_model(model)
     if quality is not None and target_bpp is not None:
         raise typer.BadParameter("give --quality or --target-bpp, not both", param_hint="--target-bpp")
@@ -89,7 +119,7 @@ def compress(
         codec.check_quality(m, quality)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
-    tasks = batch.plan(inputs, output, ".vqz", batch.is_image)
+    tasks = _shard(batch.plan(inputs, output, ".vqz", batch.is_image), shard)
     _execute("compress", tasks, Settings(model=model, quality=quality, force=force, max_pixels=max_pixels,
                                                         target_bpp=target_bpp, effort=effort), jobs)
 
@@ -101,13 +131,16 @@ def decompress(
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Decode only the first Q stages of the file (coarser image).")] = None,
     model: ModelOpt = None,
     jobs: Jobs = 1,
+    shard: Shard = None,
+    max_pixels: MaxPixels = MAX_INPUT_PIXELS,
     force: Force = False,
 ) -> None:
     """Decompress .vqz files to images (FILE.vqz -> FILE.decoded.png beside it, or in the -o folder).
 
     The .decoded part keeps the lossy image off the original FILE.png. Folders are walked
     recursively for .vqz files. An existing output is replaced only with --force, which
-    is suggested only for files vqcodec wrote.
+    is suggested only for files vqcodec wrote. A file cut short (a prefix of a .vqz)
+    decodes to the quality its complete stages hold, with a warning on stderr.
 
     Example: vqcodec decompress photo.vqz -o photo-decoded.png
     """
@@ -116,6 +149,7 @@ def decompress(
 
     if fmt is not None and fmt.lower() not in OUTPUT_FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(OUTPUT_FORMATS)}", param_hint="--format")
+    parse_shard(shard)
     if model is not None:
         load_model(model)
     name = fmt.lower() if fmt else None
@@ -126,12 +160,16 @@ def decompress(
         if name is None:
             raise OutputError(f"{output}: unknown image suffix (use --format)")
     name = name or "png"
-    tasks = batch.plan(inputs, output, ".decoded." + name, batch.is_vqz)
-    _execute("decompress", tasks, Settings(model=model, quality=quality, fmt=name, force=force), jobs)
+    tasks = _shard(batch.plan(inputs, output, ".decoded." + name, batch.is_vqz), shard)
+    _execute("decompress", tasks, Settings(model=model, quality=quality, fmt=name, force=force, max_pixels=max_pixels),
+             jobs)
 
 
 def info(inputs: Inputs) -> None:
-    """Check .vqz files (structure and checksum) and print their header fields and bpp.
+    """Check .vqz files (structure and every checksum) and print their header, bpp, and where each quality ends.
+
+    The first N bytes of a file, N being the end of quality Q, decode as quality Q:
+    what a server may send to answer a range request for that quality.
 
     Folders are walked recursively for .vqz files.
 
@@ -143,17 +181,18 @@ def info(inputs: Inputs) -> None:
         raise OutputError("no .vqz files found")
     for src in files:
         try:
-            i = fileinfo.info(fileinfo.read_file(src))
+            i = container.info(container.read_file(src))
         except VqcodecError as exc:
             failures += 1
-            err_console.print(f"error: {error_line(src, exc)}", markup=False, highlight=False)
+            err_console.print(printable(f"error: {error_line(src, exc)}"), markup=False, highlight=False)
             continue
         h = i.header
-        console.print(
-            f"{src}: {h.width}x{h.height} {h.mode}, model {h.model_name} ({h.fingerprint.hex()}), "
-            f"quality {h.stages}, grid {h.grid_h}x{h.grid_w}, {i.size} bytes, {i.bpp:.4f} bpp, "
-            f"stage bytes {list(h.stage_lengths)}" + (f", alpha {h.alpha_length} bytes" if h.alpha_length else ""),
-            markup=False, highlight=False,
-        )
+        line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, quality {h.stages}, "
+                f"{i.size} bytes, {i.bpp:.4f} bpp, header {i.header_bytes} bytes"
+                + (f", alpha {h.alpha_length} bytes" if h.alpha_length else "")
+                + f", quality ends at bytes {list(i.quality_ends)}")
+        if i.truncated:
+            line += f", truncated: complete up to quality {i.complete_stages}"
+        console.print(printable(line), markup=False, highlight=False)
     if failures:
         raise typer.Exit(1)

@@ -18,7 +18,9 @@ from .demo_cmd import demo
 from .tokens_cmd import detokenize, tokens
 from .train_cmd import train
 from .prior_cmd import fit_prior
+from .truncate_cmd import truncate
 from vqcodec.errors import VqcodecError
+from vqcodec.text import printable
 
 UsageError: type[Exception] = typer.BadParameter.__base__
 """click's UsageError (vendored by newer typer): bad options, missing arguments, unknown commands."""
@@ -32,6 +34,7 @@ app = typer.Typer(
 app.command()(compress)
 app.command()(decompress)
 app.command()(info)
+app.command()(truncate)
 app.command()(bench)
 app.command()(train)
 app.command()(demo)
@@ -62,7 +65,7 @@ def main() -> None:
         err_console.print(usage_line(exc), markup=False, highlight=False)
         sys.exit(2)
     except VqcodecError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        err_console.print(f"error: {printable(exc)}", markup=False, highlight=False)
         sys.exit(1)
     except (KeyboardInterrupt, typer.Abort):
         err_console.print("interrupted", markup=False, highlight=False)

@@ -7,20 +7,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from .codec_cmds import SUFFIX_FORMATS, Force, Inputs, ModelOpt
+from .codec_cmds import SUFFIX_FORMATS, Force, MaxPixels, ModelOpt, Shard, parse_shard
 from .console import console
+from vqcodec import batch, shards
 from vqcodec.errors import OutputError
-from vqcodec.safe_io import check_output, write_atomic
+from vqcodec.images import MAX_INPUT_PIXELS
+from vqcodec.text import printable
+from vqcodec.safe_io import check_output, software_exif, write_atomic
 
 
 def tokens(
-    inputs: Inputs,
+    inputs: Annotated[list[Path], typer.Argument(help="Images, .vqz files, or folders of them (walked recursively).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .npz file to write.")],
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Stages per grid: 1 to the model's stage count; default: middle (as compress).")] = None,
     model: ModelOpt = None,
+    shard: Shard = None,
+    max_pixels: MaxPixels = MAX_INPUT_PIXELS,
     force: Force = False,
 ) -> None:
     """Encode images to index grids (one per quantizer stage) and save them as integer arrays in a .npz.
+
+    .vqz files are not re-encoded: their grids are read from the file (entropy
+    decoding only), and equal those of the images they were compressed from.
+    Folders are walked for images and .vqz files; --shard K/N keeps every N-th
+    file of the sorted list from the K-th, so N jobs split a dataset and their
+    .npz files together hold what one run would.
 
     The file also names the model (and its fingerprint) and keeps each
     image's size, mode and alpha plane, so `vqcodec detokenize` rebuilds
@@ -34,28 +45,48 @@ def tokens(
     from vqcodec.tokens import save_tokens, tokenize
     from vqcodec.zoo import load_model
 
+    parse_shard(shard)
     m = load_model(model)
     try:
         q = codec.check_quality(m, quality)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
     check_output(out, force, inputs)
-    result = tokenize(inputs, m, q)
-    save_tokens(result, out, overwrite=force, inputs=inputs)
+    files = _walk(inputs)
+    if not files:
+        raise OutputError("no input files found")
+    mine = shards.select(files, parse_shard(shard))
+    if not mine:
+        console.print(f"shard {shard}: no files (the other shards hold all {len(files)})", markup=False, highlight=False)
+        return
+    result = tokenize(mine, m, q, max_pixels=max_pixels)
+    save_tokens(result, out, overwrite=force, inputs=files)
     for t in result.images:
-        console.print(f"{t.name}: {t.width}x{t.height} {t.mode}, grids {'x'.join(map(str, t.grids.shape))}",
+        console.print(printable(f"{t.name}: {t.width}x{t.height} {t.mode}, grids {'x'.join(map(str, t.grids.shape))}"),
                       markup=False, highlight=False)
-    console.print(f"{len(result.images)} image(s) -> {out}: model {m.name}, quality {q}, codes 0..{m.config.codebook_size - 1}",
-                  markup=False, highlight=False)
+    console.print(printable(f"{len(result.images)} image(s) -> {out}: model {m.name}, quality {q}, "
+                            f"codes 0..{m.config.codebook_size - 1}"), markup=False, highlight=False)
+
+
+def _walk(inputs: list[Path]) -> list[Path]:
+    """Files named, and the images and .vqz files under folders named (recursively, sorted)."""
+    files = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and (batch.is_image(f) or batch.is_vqz(f)))
+        else:
+            files.append(p)
+    return files
 
 
 def detokenize(
     source: Annotated[Path, typer.Argument(help="A .npz file written by vqcodec tokens.", show_default=False)],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output image when the file holds one image, else folder; default: beside the .npz, one PNG per image.")] = None,
     model: ModelOpt = None,
+    max_pixels: MaxPixels = MAX_INPUT_PIXELS,
     force: Force = False,
 ) -> None:
-    """Decode the index grids of a tokens file back to images (NAME.png per image; NAME-i.png if names clash).
+    """Decode the index grids of a tokens file back to images (NAME.decoded.png per image; NAME-i... if names clash).
 
     The pixels are exactly those `vqcodec decompress` gives for a .vqz of
     the same image, model and quality. The model named in the file is used
@@ -67,7 +98,7 @@ def detokenize(
     from vqcodec.tokens import detokenize as decode_tokens
     from vqcodec.tokens import load_tokens, model_for_tokens
 
-    token_set = load_tokens(source)
+    token_set = load_tokens(source, max_pixels)
     m = model_for_tokens(token_set, model)
     one_file = output is not None and len(token_set.images) == 1 and not output.is_dir()
     if one_file:
@@ -77,14 +108,19 @@ def detokenize(
         targets = [(output, fmt)]
     else:
         folder = output if output is not None else source.parent
-        stems = [Path(t.name).stem for t in token_set.images]
+        stems = [printable(Path(t.name).stem) for t in token_set.images]
         clashes = {s for s in stems if stems.count(s) > 1}
-        targets = [(folder / (f"{s}-{i}.png" if s in clashes else f"{s}.png"), "png") for i, s in enumerate(stems)]
+        # NAME.decoded.png, as decompress names its outputs: never the original NAME.png beside it.
+        targets = [(folder / (f"{s}-{i}.decoded.png" if s in clashes else f"{s}.decoded.png"), "png")
+                   for i, s in enumerate(stems)]
     for dst, _ in targets:
         check_output(dst, force, [source])
     for t, (dst, fmt) in zip(token_set.images, targets):
-        image = decode_tokens(t, m)
-        options = {"lossless": True} if fmt == "webp" else {}
+        image = decode_tokens(t, m, max_pixels)
+        options: dict[str, object] = {"lossless": True} if fmt == "webp" else {}
+        if fmt != "bmp":
+            options["exif"] = software_exif()
         write_atomic(dst, lambda f, im=image: im.save(f, format=OUTPUT_FORMATS[fmt], **options), overwrite=force,
                      inputs=[source])
-        console.print(f"{t.name} -> {dst}: {image.width}x{image.height} {image.mode}", markup=False, highlight=False)
+        console.print(printable(f"{t.name} -> {dst}: {image.width}x{image.height} {image.mode}"), markup=False,
+                      highlight=False)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import noise_image
+from vqcodec import codec, container
 
 VQCODEC = str(Path(sys.executable).with_name("vqcodec"))
 
@@ -68,7 +69,7 @@ def damaged_inputs(vqz: bytes) -> dict[str, bytes]:
     flipped = bytearray(vqz)
     flipped[len(vqz) // 2] ^= 0x10
     return {
-        "truncated": vqz[: len(vqz) // 2],
+        "truncated": vqz[: container.info(vqz).quality_ends[0] - 1],  # no complete stage left
         "flipped": bytes(flipped),
         "empty": b"",
         "text": b"this is not a vqz file\n",
@@ -121,7 +122,7 @@ def test_bad_quality_is_a_usage_error(crop_png: Path) -> None:
 
 
 def test_help_explains_every_command() -> None:
-    for command in ("compress", "decompress", "info", "train", "bench", "demo", "tokens", "detokenize"):
+    for command in ("compress", "decompress", "info", "truncate", "train", "bench", "demo", "tokens", "detokenize"):
         result = run(command, "--help")
         assert result.returncode == 0 and "Example" in result.stdout
 
@@ -212,3 +213,55 @@ def test_warnings_outside_batches_are_one_line_too(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [f"warning: {deep}: mode I;16 image reduced to 8 bits per sample "
                                           "(0..65535 mapped to 0..255)"]
+
+
+def test_info_lists_where_each_quality_ends_and_truncate_copies_it(crop_vqz: Path, tmp_path: Path) -> None:
+    data = crop_vqz.read_bytes()
+    ends = container.info(data).quality_ends
+    result = run("info", crop_vqz)
+    assert result.returncode == 0 and f"quality ends at bytes {list(ends)}" in result.stdout
+    assert "model default (" in result.stdout
+    small = tmp_path / "q1.vqz"
+    result = run("truncate", crop_vqz, "-q", "1", "-o", small)
+    assert result.returncode == 0, result.stderr
+    assert small.read_bytes() == codec.truncate(data, 1) and len(small.read_bytes()) < ends[0]
+    again = run("truncate", crop_vqz, "-q", "3", "-o", tmp_path / "q3.vqz")
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "qualities 1..2" in again.stderr
+    assert run("truncate", crop_vqz, "-q", "1", "-o", small).returncode == 1  # exists: needs --force
+
+
+def test_truncated_file_decodes_its_complete_stages_with_one_warning(crop_vqz: Path, tmp_path: Path) -> None:
+    data = crop_vqz.read_bytes()
+    cut = tmp_path / "cut.vqz"
+    cut.write_bytes(data[: container.info(data).quality_ends[0] + 3])
+    result = run("decompress", cut, "-o", tmp_path / "cut.png")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning:") and "truncated" in lines[0] and "quality 1" in lines[0]
+    with Image.open(tmp_path / "cut.png") as im:
+        assert np.array_equal(np.asarray(im), np.asarray(codec.decompress(data, quality=1)))
+    info = run("info", cut)
+    assert info.returncode == 0 and "truncated: complete up to quality 1" in info.stdout
+
+
+def test_shards_together_do_what_one_run_does(tmp_path: Path, tiny_model_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for i in range(5):
+        noise_image(12 + i, 9, seed=i).save(src / ("sub" if i % 2 else "") / f"im{i}.png")
+    model = ["--model", str(tiny_model_path), "-q", "1"]
+    assert run("compress", src, "-o", tmp_path / "all", *model).returncode == 0
+    for k in range(3):
+        result = run("compress", src, "-o", tmp_path / "sharded", *model, "--shard", f"{k}/3")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count(" -> ") == len(range(k, 5, 3))
+    files = lambda root: {p.relative_to(root): p.read_bytes() for p in root.rglob("*.vqz")}
+    assert files(tmp_path / "sharded") == files(tmp_path / "all") and len(files(tmp_path / "all")) == 5
+    for k in range(2):
+        assert run("decompress", tmp_path / "all", "-o", tmp_path / "dec", "--shard", f"{k}/2",
+                   "--model", str(tiny_model_path)).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "dec").rglob("*.png")) == [f"im{i}.decoded.png" for i in range(5)]
+    empty = run("compress", src / "im0.png", "-o", tmp_path / "x.vqz", *model, "--shard", "1/2")
+    assert empty.returncode == 0 and "no files" in empty.stdout and not (tmp_path / "x.vqz").exists()
+    bad = run("compress", src, "-o", tmp_path / "bad", *model, "--shard", "3/3")
+    assert bad.returncode == 2 and "0 <= K < N" in bad.stderr and not (tmp_path / "bad").exists()

@@ -1,10 +1,12 @@
-"""The .vqz container: round trips and every rejection, before any allocation."""
+"""The .vqz container, version 2: round trips, prefixes, truncation, every rejection before any allocation."""
 
 from __future__ import annotations
 
-import struct
+import subprocess
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,35 +16,70 @@ from vqcodec import container
 from vqcodec.container import MAGIC, VqzFile, VqzHeader
 from vqcodec.errors import VqzError
 
+ROOT = Path(__file__).resolve().parents[1]
 
-def sample(streams: tuple[bytes, ...] = (b"abcd", b"efghijkl"), alpha: bytes = b"") -> VqzFile:
-    header = VqzHeader("RGB", 17, 33, "default", bytes(range(8)), 5, 3, tuple(len(s) for s in streams), len(alpha))
+words = st.lists(st.binary(min_size=4, max_size=4), min_size=1, max_size=12).map(b"".join)
+
+
+def sample(streams: tuple[bytes, ...] = (b"abcd", b"efghijk\0", b"\1\0\0\0"), mode: str = "RGB",
+           alpha: bytes = b"") -> VqzFile:
+    header = container.header_for(mode, 17, 33, bytes(range(8)), streams, alpha)
     return VqzFile(header, streams, alpha)
 
 
-def with_crc(body: bytes) -> bytes:
-    return body + struct.pack("<I", zlib.crc32(body))
+def forge(header: VqzHeader, blocks: list[bytes]) -> bytes:
+    """A file with every checksum valid: a header as given (not checked) and blocks as given."""
+    body = b"".join([MAGIC, bytes([container.VERSION, container.MODE_CODES[header.mode]]),
+                     container.varint(header.width), container.varint(header.height), header.model_id,
+                     bytes([header.stages]), *map(container.varint, header.stage_lengths),
+                     container.varint(header.alpha_length) if header.mode in container.ALPHA_MODES else b""])
+    out = body + zlib.crc32(body).to_bytes(4, "little")
+    for b in blocks:
+        out += b + zlib.crc32(b).to_bytes(4, "little")
+    return out
 
 
 @given(
     mode=st.sampled_from(["L", "LA", "RGB", "RGBA"]),
     width=st.integers(1, 5000), height=st.integers(1, 5000),
-    name=st.text(min_size=1, max_size=16),
-    streams=st.lists(st.binary(max_size=40), min_size=1, max_size=8),
-    alpha=st.binary(max_size=20),
+    streams=st.lists(words, min_size=1, max_size=8),
+    alpha=st.binary(min_size=1, max_size=20),
 )
 @settings(max_examples=150, deadline=None)
-def test_round_trip(mode: str, width: int, height: int, name: str, streams: list[bytes], alpha: bytes) -> None:
-    header = VqzHeader(mode, width, height, name, b"\x01" * 8, -(-height // 8), -(-width // 8),
-                       tuple(len(s) for s in streams), len(alpha))
+def test_round_trip(mode: str, width: int, height: int, streams: list[bytes], alpha: bytes) -> None:
+    alpha = alpha if mode in container.ALPHA_MODES else b""
+    header = container.header_for(mode, width, height, b"\x01\x02\x03\x04", tuple(streams), alpha)
     f = VqzFile(header, tuple(streams), alpha)
     assert container.unpack(container.pack(f)) == f
 
 
+@given(stream=words)
+@settings(max_examples=300, deadline=None)
+def test_trimmed_stream_ends_are_restored_exactly(stream: bytes) -> None:
+    stored = container.trim(stream)
+    assert stream.startswith(stored) and len(stream) - len(stored) <= 3
+    assert set(stream[len(stored):]) <= {0}
+    assert container.restore(stored) == stream
+
+
+def test_trim_refuses_streams_that_are_not_whole_words() -> None:
+    with pytest.raises(ValueError, match="whole"):
+        container.trim(b"abcde")
+
+
 def test_layout_starts_with_magic_and_version() -> None:
     data = container.pack(sample())
-    assert data[:8] == MAGIC and data[8] == container.VERSION
+    assert data[:4] == MAGIC and data[4] == container.VERSION == 2
     assert container.read_header(data) == sample().header
+    assert sample().header.stage_lengths == (4, 7, 1)  # trailing zero bytes of the last word are not stored
+
+
+@pytest.mark.parametrize("stages", range(1, 9))
+def test_header_of_a_default_model_kodak_file_is_at_most_40_bytes(stages: int) -> None:
+    streams = tuple(bytes(6400) + b"\1\2\3\4" for _ in range(stages))  # Kodak-sized stages: 2-byte lengths
+    data = container.pack(VqzFile(container.header_for("RGB", 768, 512, bytes(32), streams), streams))
+    assert container.header_length(data) <= 40
+    assert len(data) - sum(map(len, streams)) == container.header_length(data) + 4 * stages
 
 
 @pytest.mark.parametrize(
@@ -51,7 +88,8 @@ def test_layout_starts_with_magic_and_version() -> None:
         (b"", "empty file"),
         (b"\x89PNG\r\n\x1a\nrest of a png", "not a .vqz file"),
         (b"hello world, plain text", "not a .vqz file"),
-        (MAGIC[:5], "truncated"),
+        (MAGIC[:3], "truncated"),
+        (b"\x89VQZ\r\n\x1a\n\x01\x03" + bytes(40), "version 1"),
     ],
 )
 def test_rejects_non_vqz(data: bytes, message: str) -> None:
@@ -59,21 +97,57 @@ def test_rejects_non_vqz(data: bytes, message: str) -> None:
         container.unpack(data)
 
 
-def test_rejects_every_truncation() -> None:
-    data = container.pack(sample())
+def test_every_cut_decodes_its_complete_stages_or_is_refused() -> None:
+    f = sample(mode="RGBA", alpha=b"alpha plane")
+    data = container.pack(f)
+    ends = container.info(data).quality_ends
     for n in range(1, len(data)):
-        with pytest.raises(VqzError, match="truncated|bad magic"):
+        with pytest.raises(VqzError, match="truncated"):
             container.unpack(data[:n])
+        complete = sum(end <= n for end in ends)
+        if complete == 0:
+            with pytest.raises(VqzError, match="truncated"):
+                container.unpack(data[:n], allow_truncated=True)
+            continue
+        cut = container.unpack(data[:n], allow_truncated=True)
+        assert cut.truncated and cut.streams == f.streams[:complete] and cut.alpha == f.alpha
+    assert container.unpack(data, allow_truncated=True) == f and ends[-1] == len(data)
+
+
+def test_truncate_copies_blocks_and_prefixes_match_it() -> None:
+    f = sample(mode="LA", alpha=b"some alpha")
+    data = container.pack(f)
+    info = container.info(data)
+    for q in range(1, f.header.stages + 1):
+        small = container.truncate(data, q)
+        assert container.unpack(small) == VqzFile(
+            VqzHeader("LA", 17, 33, f.header.model_id, f.header.stage_lengths[:q], f.header.alpha_length),
+            f.streams[:q], f.alpha)
+        prefix = container.unpack(data[: info.quality_ends[q - 1]], allow_truncated=True)
+        assert prefix.streams == f.streams[:q]
+        assert container.truncate(small, q) == small
+    with pytest.raises(VqzError, match="qualities 1..3"):
+        container.truncate(data, 4)
+    with pytest.raises(VqzError, match="cut after quality 1"):
+        container.truncate(data[: info.quality_ends[0] + 2], 2)
 
 
 def test_rejects_every_single_bit_flip() -> None:
-    data = container.pack(sample())
+    data = container.pack(sample(mode="RGBA", alpha=b"xyz"))
     for i in range(len(data)):
         for bit in (0, 3, 7):
             damaged = bytearray(data)
             damaged[i] ^= 1 << bit
             with pytest.raises(VqzError):
-                container.unpack(bytes(damaged))
+                container.unpack(bytes(damaged), allow_truncated=True)
+
+
+def test_damage_inside_a_complete_stage_of_a_cut_file_is_refused() -> None:
+    data = bytearray(container.pack(sample()))
+    ends = container.info(bytes(data)).quality_ends
+    data[ends[0] + 1] ^= 0x10  # inside stage 2, which the cut below keeps whole
+    with pytest.raises(VqzError, match="stage 2 is damaged"):
+        container.unpack(bytes(data[: ends[1] + 1]), allow_truncated=True)
 
 
 def test_rejects_trailing_bytes() -> None:
@@ -81,46 +155,87 @@ def test_rejects_trailing_bytes() -> None:
         container.unpack(container.pack(sample()) + b"\x00")
 
 
-def test_rejects_checksum_mismatch() -> None:
+def test_rejects_checksum_mismatches() -> None:
     data = bytearray(container.pack(sample()))
-    data[-6] ^= 0xFF  # inside the payload: structure intact, CRC wrong
-    with pytest.raises(VqzError, match="checksum"):
+    data[-5] ^= 0xFF  # the one stored byte of stage 3
+    with pytest.raises(VqzError, match="stage 3 is damaged"):
+        container.unpack(bytes(data))
+    data = bytearray(container.pack(sample()))
+    data[7] ^= 0x01  # the width
+    with pytest.raises(VqzError, match="header is damaged"):
         container.unpack(bytes(data))
 
 
-def test_rejects_unsupported_version() -> None:
-    body = bytearray(container.pack(sample())[:-4])
-    body[8] = 99
+def test_rejects_unsupported_version_and_unknown_mode() -> None:
+    data = bytearray(container.pack(sample()))
+    data[4] = 99
     with pytest.raises(VqzError, match="unsupported format version 99"):
-        container.unpack(with_crc(bytes(body)))
-
-
-def test_rejects_unknown_mode() -> None:
-    body = bytearray(container.pack(sample())[:-4])
-    body[9] = 7
+        container.unpack(bytes(data))
+    data[4], data[5] = 2, 7
     with pytest.raises(VqzError, match="mode"):
-        container.unpack(with_crc(bytes(body)))
+        container.unpack(bytes(data))
+
+
+def test_rejects_over_long_varints() -> None:
+    good = container.pack(sample())
+    forged = good[:6] + b"\x91\x00" + good[7:]  # width 17 as two bytes
+    body = forged[: container.header_length(good) + 1 - 4]
+    with pytest.raises(VqzError, match="over-long"):
+        container.read_header(body + zlib.crc32(body).to_bytes(4, "little"))
 
 
 def test_absurd_dimensions_are_refused_quickly() -> None:
-    body = bytearray(container.pack(sample())[:-4])
-    struct.pack_into("<II", body, 10, 60000, 60000)
-    data = with_crc(bytes(body))
+    h = sample().header
+    data = forge(VqzHeader("RGB", 60000, 60000, h.model_id, h.stage_lengths), list(sample().streams))
     start = time.perf_counter()
-    with pytest.raises(VqzError, match="exceeds the limit"):
+    with pytest.raises(VqzError, match="exceeds the format's limit"):
         container.unpack(data)
     assert time.perf_counter() - start < 0.01
 
 
 def test_zero_dimensions_are_refused() -> None:
-    body = bytearray(container.pack(sample())[:-4])
-    struct.pack_into("<I", body, 10, 0)
+    h = sample().header
     with pytest.raises(VqzError, match="empty"):
-        container.unpack(with_crc(bytes(body)))
+        container.unpack(forge(VqzHeader("RGB", 0, 5, h.model_id, h.stage_lengths), list(sample().streams)))
+
+
+def test_mode_and_alpha_must_agree() -> None:
+    """Issue 13 item 5: an alpha plane exactly when the mode has alpha, in writing and in reading."""
+    h = sample().header
+    with pytest.raises(ValueError, match="alpha"):
+        container.pack(VqzFile(VqzHeader("RGB", 17, 33, h.model_id, h.stage_lengths, 3), sample().streams, b"abc"))
+    with pytest.raises(ValueError, match="alpha"):
+        container.pack(VqzFile(VqzHeader("RGBA", 17, 33, h.model_id, h.stage_lengths, 0), sample().streams))
+    with pytest.raises(VqzError, match="no alpha plane"):
+        container.unpack(forge(VqzHeader("LA", 17, 33, h.model_id, h.stage_lengths, 0), list(sample().streams)))
+    # An RGB header cannot announce alpha: an alpha block in front of the stages is read as stage 1 and refused.
+    rgba = container.pack(sample(mode="RGBA", alpha=b"abc"))
+    forged = forge(VqzHeader("RGB", 17, 33, h.model_id, h.stage_lengths), [b"abc", *map(container.trim, sample().streams)])
+    assert container.read_header(forged).mode == "RGB" and container.read_header(rgba).mode == "RGBA"
+    with pytest.raises(VqzError):
+        container.unpack(forged, allow_truncated=True)
 
 
 def test_pack_refuses_inconsistent_headers() -> None:
     f = sample()
-    bad = VqzFile(f.header, (b"x",), b"")
     with pytest.raises(ValueError):
-        container.pack(bad)
+        container.pack(VqzFile(f.header, (b"xxxx",), b""))
+
+
+def test_info_and_truncate_run_without_torch_or_numpy(tmp_path: Path) -> None:
+    """The package, its byte-level modules and the truncate command import neither torch nor numpy."""
+    path = tmp_path / "x.vqz"
+    path.write_bytes(container.pack(sample()))
+    script = f"""
+import sys
+import vqcodec.cli.truncate_cmd
+from vqcodec import container, registry
+data = container.read_file({str(path)!r})
+assert container.info(data).quality_ends[-1] == len(data)
+assert container.unpack(container.truncate(data, 1)).header.stages == 1
+registry.describe(container.read_header(data).model_id)
+heavy = sorted(m for m in ("torch", "numpy") if m in sys.modules)
+assert not heavy, heavy
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr

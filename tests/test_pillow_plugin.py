@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 from typer.testing import CliRunner
 
 import vqcodec
@@ -33,7 +34,7 @@ def test_open_reads_header_then_decodes_same_pixels_as_decompress(rgb_vqz: Path)
     with Image.open(rgb_vqz) as im:
         assert im.format == "VQZ"
         assert im.size == (64, 48) and im.mode == "RGB"
-        assert im.info == {"model": "default", "quality": 3}
+        assert im.info == {"model": "default", "model_id": vqcodec.load_model().fingerprint[:4].hex(), "quality": 3}
         pixels = np.asarray(im)
     assert np.array_equal(pixels, np.asarray(codec.decompress(data)))
 
@@ -95,7 +96,7 @@ def test_damaged_header_is_unidentified(rgb_vqz: Path) -> None:
     data = rgb_vqz.read_bytes()
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(data[:12]))
-    bad_version = data[:8] + b"\x09" + data[9:]
+    bad_version = data[:4] + b"\x09" + data[5:]
     with pytest.raises(UnidentifiedImageError):
         Image.open(io.BytesIO(bad_version))
 
@@ -105,17 +106,80 @@ def test_damaged_payload_opens_but_load_raises_oserror(rgb_vqz: Path) -> None:
     data[-6] ^= 0xFF
     with Image.open(io.BytesIO(bytes(data))) as im:
         assert im.size == (64, 48)
-        with pytest.raises(OSError, match="checksum"):
+        with pytest.raises(OSError, match="damaged"):
             im.load()
 
 
 def test_decoding_is_deferred_until_load(rgb_vqz: Path) -> None:
     f = container.unpack(rgb_vqz.read_bytes())
-    data = container.pack(dataclasses.replace(f, header=dataclasses.replace(f.header, model_name="not-installed")))
+    data = container.pack(dataclasses.replace(f, header=dataclasses.replace(f.header, model_id=b"\0\0\0\0")))
     with Image.open(io.BytesIO(data)) as im:
-        assert (im.size, im.mode, im.info["model"]) == ((64, 48), "RGB", "not-installed")
+        assert (im.size, im.mode, im.info["model"]) == ((64, 48), "RGB", "00000000")
         with pytest.raises(OSError, match="not installed"):
             im.load()
+
+
+def test_verify_checks_every_checksum_without_decoding(rgb_vqz: Path) -> None:
+    """Issue 13 item 14: verify() catches damage in the payload, as Pillow's PNG plugin checks its CRCs."""
+    data = rgb_vqz.read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        im.verify()
+    for where in (-6, len(data) // 2):
+        damaged = bytearray(data)
+        damaged[where] ^= 0x01
+        with Image.open(io.BytesIO(bytes(damaged))) as im:
+            with pytest.raises(SyntaxError, match="damaged"):
+                im.verify()
+    with Image.open(io.BytesIO(data[:-3])) as im:
+        with pytest.raises(SyntaxError, match="truncated"):
+            im.verify()
+
+
+def test_truncated_file_loads_only_as_pillow_allows(rgb_vqz: Path) -> None:
+    data = rgb_vqz.read_bytes()
+    cut = data[: codec.info(data).quality_ends[1] + 5]
+    with Image.open(io.BytesIO(cut)) as im:
+        with pytest.raises(OSError, match="truncated"):
+            im.load()
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        with Image.open(io.BytesIO(cut)) as im:
+            pixels = np.asarray(im)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    assert np.array_equal(pixels, np.asarray(codec.decompress(data, quality=2)))
+
+
+def test_huge_claimed_size_is_refused_at_open_from_the_header(rgb_vqz: Path) -> None:
+    """Issue 13 item 1: a small file claiming more than Image.MAX_IMAGE_PIXELS is refused before decoding."""
+    f = container.unpack(rgb_vqz.read_bytes())
+    big = container.pack(dataclasses.replace(f, header=dataclasses.replace(f.header, width=16384, height=16384)))
+    start = time.perf_counter()
+    with pytest.raises(Image.DecompressionBombError, match="16384x16384 .*MAX_IMAGE_PIXELS"):
+        Image.open(io.BytesIO(big))
+    assert time.perf_counter() - start < 0.01
+
+
+def test_alpha_plane_in_an_rgb_file_is_refused() -> None:
+    """Issue 13 item 5: an RGBA file whose header is rewritten to say RGB (valid checksum) is refused, not scrambled."""
+    data = codec.compress(synthetic("RGBA"), quality=2)
+    h = container.read_header(data)
+    rgb_header = container.pack_header(dataclasses.replace(h, mode="RGB", alpha_length=0))
+    forged = rgb_header + data[container.header_length(data):]
+    with pytest.raises(vqcodec.VqzError):
+        codec.decompress(forged)
+    with pytest.raises(vqcodec.VqzError):
+        codec.info(forged)
+    with Image.open(io.BytesIO(forged)) as im:
+        assert im.mode == "RGB"
+        with pytest.raises(OSError):
+            im.load()
+
+
+def test_save_with_target_bpp_encodes_like_compress(tmp_path: Path) -> None:
+    im = synthetic(size=(96, 64))
+    im.save(tmp_path / "t.vqz", target_bpp=0.5)
+    assert (tmp_path / "t.vqz").read_bytes() == codec.compress(im, target_bpp=0.5)
 
 
 def test_other_formats_unaffected(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 
 from vqcodec.cli.main import app
 from vqcodec import codec
-from vqcodec.errors import OutputError
+from vqcodec.errors import OutputError, VqzError
 from vqcodec.tokens import TokensError, detokenize, load_tokens, model_for_tokens, save_tokens, tokenize
 from vqcodec.zoo import CodecModel
 from tests.conftest import synthetic_image as synthetic
@@ -141,7 +142,7 @@ def test_cli_with_model_file_and_clashing_names(tmp_path: Path, tiny_model_path:
     assert runner.invoke(app, ["tokens", *inputs, *model, "-q", "1", "-o", str(tmp_path / "t.npz")]).exit_code == 0
     result = runner.invoke(app, ["detokenize", str(tmp_path / "t.npz"), *model, "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["same-0.png", "same-1.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["same-0.decoded.png", "same-1.decoded.png"]
 
 
 def test_cli_tokens_rejects_bad_quality(tmp_path: Path, images: list[Path]) -> None:
@@ -157,3 +158,86 @@ def test_tokenize_pil_images_are_named_by_position(tiny_model: CodecModel) -> No
     expected = codec.decompress(codec.compress(synthetic("L"), tiny_model, 1), tiny_model)
     assert got.mode == "L"
     assert np.array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_tokens_from_vqz_files_equal_tokens_from_their_images(tmp_path: Path, images: list[Path],
+                                                              tiny_model: CodecModel) -> None:
+    """Issue 17 point 4: grids read from .vqz files equal the images' grids at the files' quality.
+
+    (A prefix of a higher-quality file equals the images' grids only under greedy coding, effort 0:
+    the default effort searches the early stages for the file's full depth.)"""
+    files = []
+    for path in images:
+        files.append(tmp_path / f"{path.stem}.vqz")
+        files[-1].write_bytes(codec.compress(path, tiny_model, 2))
+    from_images, from_files = tokenize(images, tiny_model, 2), tokenize(files, tiny_model, 2)
+    for a, b in zip(from_images.images, from_files.images):
+        assert np.array_equal(a.grids, b.grids) and a.grids.dtype == b.grids.dtype
+        assert (a.width, a.height, a.mode) == (b.width, b.height, b.mode)
+        assert (a.alpha is None and b.alpha is None) or np.array_equal(a.alpha, b.alpha)
+    with pytest.raises(VqzError, match="qualities 1..2"):
+        tokenize(files[:1], tiny_model, 3)
+    with pytest.raises(VqzError, match="not by the given model"):
+        tokenize(files[:1], "default", 1)  # the file was written by the tiny model
+
+
+def test_cli_tokens_on_a_folder_of_vqz_files_and_shards(tmp_path: Path, images: list[Path],
+                                                        tiny_model_path: Path) -> None:
+    runner = CliRunner()
+    model = ["--model", str(tiny_model_path), "-q", "1"]
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for path in images:
+        assert runner.invoke(app, ["compress", str(path), *model, "-o", str(folder / f"{path.stem}.vqz")]).exit_code == 0
+    whole = runner.invoke(app, ["tokens", str(folder), *model, "-o", str(tmp_path / "all.npz")])
+    assert whole.exit_code == 0, whole.output
+    from_images = runner.invoke(app, ["tokens", *map(str, images), *model, "-o", str(tmp_path / "img.npz")])
+    assert from_images.exit_code == 0, from_images.output
+    merged = {}
+    for k in range(2):
+        result = runner.invoke(app, ["tokens", str(folder), *model, "--shard", f"{k}/2", "-o", str(tmp_path / f"s{k}.npz")])
+        assert result.exit_code == 0, result.output
+        merged.update({t.name: t.grids for t in load_tokens(tmp_path / f"s{k}.npz").images})
+    whole_set, image_set = load_tokens(tmp_path / "all.npz"), load_tokens(tmp_path / "img.npz")
+    assert sorted(merged) == sorted(t.name for t in whole_set.images) == [f"img{i}.vqz" for i in range(3)]
+    for t, im in zip(whole_set.images, image_set.images):
+        assert np.array_equal(merged[t.name], t.grids) and np.array_equal(t.grids, im.grids)
+
+
+def test_detokenize_refuses_images_over_max_pixels_from_the_metadata(tmp_path: Path, images: list[Path],
+                                                                    tiny_model: CodecModel) -> None:
+    """Issue 13 item 1: a tokens file claiming a huge image is refused before its grids are read or decoded."""
+    path = tmp_path / "t.npz"
+    save_tokens(tokenize(images[:1], tiny_model, quality=1), path)
+    _rewrite(path, sizes=np.array([[16384, 16384]]))
+    start = time.perf_counter()
+    with pytest.raises(TokensError, match="16384x16384 = 268435456 pixels, over the limit of 100000000.*max.pixels"):
+        load_tokens(path)
+    assert time.perf_counter() - start < 0.01
+    t = tokenize(images[:1], tiny_model, quality=1).images[0]
+    start = time.perf_counter()
+    with pytest.raises(TokensError, match="61x45 = 2745 pixels, over the limit of 1000"):
+        detokenize(t, tiny_model, max_pixels=1000)
+    assert time.perf_counter() - start < 0.01
+    result = CliRunner().invoke(app, ["detokenize", str(path), "--max-pixels", "10", "-o", str(tmp_path / "out.png")])
+    assert isinstance(result.exception, TokensError) and not (tmp_path / "out.png").exists()
+
+
+def test_strings_from_a_tokens_file_reach_no_terminal_raw(tmp_path: Path, images: list[Path],
+                                                          tiny_model: CodecModel, tiny_model_path: Path) -> None:
+    """Issue 13 item 6: escape sequences in a model or image name come out escaped, in messages and output."""
+    path = tmp_path / "t.npz"
+    save_tokens(tokenize(images[:1], tiny_model, quality=1), path)
+    _rewrite(path, model=np.array("evil\x1b]0;owned\x07"), names=np.array(["a\x1b[2J.png"]))
+    with pytest.raises(TokensError) as caught:
+        model_for_tokens(load_tokens(path))
+    assert "\x1b" not in str(caught.value) and "evil\\x1b]0;owned\\x07" in str(caught.value)
+    result = CliRunner().invoke(app, ["detokenize", str(path), "--model", "default", "-o", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "\x1b" not in str(result.exception)
+    _rewrite(path, model=np.array("tiny"))
+    out = tmp_path / "o"
+    out.mkdir()
+    result = CliRunner().invoke(app, ["detokenize", str(path), "-o", str(out), "--model", str(tiny_model_path)])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "a\\x1b[2J.png" in result.output
+    assert all("\x1b" not in p.name for p in out.iterdir())

@@ -3,9 +3,10 @@
     import vqcodec
     data = vqcodec.compress("photo.png", quality=4)   # .vqz bytes
     image = vqcodec.decompress(data)                  # PIL.Image.Image
+    small = vqcodec.truncate(data, 2)                 # quality 2, by copying bytes
 
 Importing the package is light: the codec and the model zoo (which need torch) load on first
-use of `compress`, `decompress`, `load_model`, `shipped_models` or `CodecModel`, so `vqcodec info`,
+use of `compress`, `decompress`, `load_model` or `CodecModel`, so `vqcodec info`, `truncate`,
 `--help` and the Pillow plugin's header parsing start without torch.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 
 from vqcodec.errors import ArgumentError, ImageError, ModelError, OutputError, VqcodecError, VqcodecWarning, VqzError
 from vqcodec.fileinfo import info
+from vqcodec.container import truncate
+from vqcodec.registry import shipped_models
 from vqcodec import pillow_plugin  # noqa: F401 (registers the .vqz format with Pillow)
 
 __version__ = "0.1.0"
@@ -25,7 +28,6 @@ _LAZY = {
     "decompress": "vqcodec.codec",
     "CodecModel": "vqcodec.zoo",
     "load_model": "vqcodec.zoo",
-    "shipped_models": "vqcodec.zoo",
 }
 """Public names whose modules import torch, and where they live."""
 
@@ -43,6 +45,7 @@ __all__ = [
     "info",
     "load_model",
     "shipped_models",
+    "truncate",
 ]
 
 

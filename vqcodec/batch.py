@@ -166,23 +166,29 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
 
 
 def decompress_task(task: Task, model: CodecModel | None, settings: Settings) -> Outcome:
+    """Decompress one file to its destination image (tagged as vqcodec's), atomically; checked before decoding.
+
+    A truncated file decodes from its complete stages, with a warning."""
     from vqcodec import codec
 
-    """Decompress one file to its destination image (tagged as vqcodec's), atomically; checked before decoding."""
     data = codec.read_file(task.src)
     if not data.startswith(MAGIC):
         raise VqzError(f"{task.src}: not a .vqz file")
     check_output(task.dst, settings.force, [task.src])
     t0 = time.perf_counter()
-    image = codec.decompress(data, model, settings.quality)
+    image = codec.decompress(data, model, settings.quality, max_pixels=settings.max_pixels)
     seconds = time.perf_counter() - t0
     options: dict[str, object] = {"lossless": True} if settings.fmt == "webp" else {}
     if settings.fmt != "bmp":
         options["exif"] = software_exif()
     write_atomic(task.dst, lambda f: image.save(f, format=OUTPUT_FORMATS[settings.fmt], **options),
                  overwrite=settings.force, inputs=[task.src])
+    quality = image.info["quality"]
+    if image.info["truncated"]:
+        warnings.warn(f"{task.src}: truncated file, decoded quality {quality} from its complete stages",
+                      VqcodecWarning, stacklevel=2)
     return Outcome(task, len(data), task.dst.stat().st_size, image.width * image.height, seconds,
-                   f"{image.width}x{image.height} {image.mode}", compressed=len(data))
+                   f"{image.width}x{image.height} {image.mode}, quality {quality}", compressed=len(data))
 
 
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}

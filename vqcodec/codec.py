@@ -25,7 +25,9 @@ from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
-from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
+from vqcodec.registry import find_shipped
+from vqcodec.text import printable
+from vqcodec.zoo import CodecModel, ModelLike, as_model
 
 def default_quality(model: CodecModel) -> int:
     """The quality used when none is given: the middle of the model's range."""
@@ -143,10 +145,12 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     return torch.cat(chunks, dim=1).reshape(quality, *grid).numpy()
 
 
-def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS) -> np.ndarray:
-    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3)."""
+def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS,
+                   effort: int | None = None) -> np.ndarray:
+    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), as `compress` codes them
+    at `effort` (default: `compress`'s default)."""
     grid = grid_shape(model, rgb.shape[1], rgb.shape[0])
-    return quantize(model, embed(model, rgb, tile), grid, quality)
+    return quantize(model, embed(model, rgb, tile), grid, quality, effort=check_effort(effort))
 
 
 @torch.inference_mode()
@@ -170,11 +174,7 @@ def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray) -> by
     streams = model.prior.encode_grids(indices)
     alpha = zlib.compress(prepared.alpha.tobytes(), 9) if prepared.alpha is not None else b""
     height, width = prepared.rgb.shape[:2]
-    header = VqzHeader(
-        mode=prepared.mode, width=width, height=height, model_name=model.name, fingerprint=model.fingerprint[:8],
-        grid_h=indices.shape[1], grid_w=indices.shape[2], stage_lengths=tuple(len(s) for s in streams),
-        alpha_length=len(alpha),
-    )
+    header = container.header_for(prepared.mode, width, height, model.fingerprint, streams, alpha)
     return container.pack(VqzFile(header, streams, alpha))
 
 
@@ -226,19 +226,34 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
 
 
 def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
-    """The model that can decode a file: the given one, or the shipped model it names; checked."""
-    m = identify(header.model_name, header.fingerprint, model, "file was written", VqzError)
+    """The model that can decode a file: the given one, or the shipped model its id names; checked.
+
+    The file names its model by the first bytes of the model's fingerprint; the model's
+    full fingerprint is recomputed from its weights when it is loaded.
+    """
+    if model is None:
+        names = find_shipped(header.model_id)
+        if not names:
+            raise VqzError(f"file was written by model {header.model_id.hex()}, which is not installed "
+                           "(pass its model file with --model)")
+        if len(names) > 1:
+            raise VqzError(f"file's model id {header.model_id.hex()} fits several installed models "
+                           f"({', '.join(names)}): choose one with --model")
+        model = names[0]
+    m = as_model(model)
+    if not m.fingerprint.startswith(header.model_id):
+        raise VqzError(f"file was written by model {header.model_id.hex()}, "
+                       f"not by the given model '{printable(m.name)}' ({m.fingerprint[:len(header.model_id)].hex()})")
     if header.stages > m.config.num_stages:
         raise VqzError(f"file stores {header.stages} stages, the model has only {m.config.num_stages}")
-    if (header.grid_h, header.grid_w) != grid_shape(m, header.width, header.height):
-        raise VqzError(f"index grid {header.grid_h}x{header.grid_w} does not fit a {header.width}x{header.height} image")
     return m
 
 
-def _alpha(f: VqzFile) -> np.ndarray | None:
-    if not f.header.alpha_length:
-        if f.header.mode in ("LA", "RGBA"):
-            raise VqzError(f"mode {f.header.mode} but no alpha plane stored")
+def decode_alpha(f: VqzFile) -> np.ndarray | None:
+    """The alpha plane (height, width) of a file, inflated to exactly its size and no further; None without alpha."""
+    if f.header.mode not in container.ALPHA_MODES:
+        if f.alpha:
+            raise VqzError(f"mode {f.header.mode} but an alpha plane is stored")
         return None
     n = f.header.width * f.header.height
     try:
@@ -251,37 +266,56 @@ def _alpha(f: VqzFile) -> np.ndarray | None:
     return np.frombuffer(raw, dtype=np.uint8).reshape(f.header.height, f.header.width)
 
 
-def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None = None) -> tuple[VqzFile, CodecModel, np.ndarray]:
-    """Parse a file and entropy-decode its index grids (the first `quality` stages; all when None)."""
-    f = container.unpack(data)
-    h = f.header
-    m = model_for(h, model)
-    q = h.stages if quality is None else int(quality)
-    if not 1 <= q <= h.stages:
-        raise VqzError(f"this file stores qualities 1..{h.stages}; cannot decode quality {quality}")
-    cells = h.grid_h * h.grid_w
+def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None = None,
+                       max_pixels: int = MAX_INPUT_PIXELS) -> tuple[VqzFile, CodecModel, np.ndarray]:
+    """Parse a file and entropy-decode its index grids: the first `quality` stages (all when None).
+
+    A truncated file gives the stages it holds in full, up to `quality`: compare the grids'
+    stage count with what was asked. An image over `max_pixels` is refused from the header,
+    before the model is loaded or anything is decoded.
+    """
+    header = container.read_header(data)
+    container.check_pixels(header.width, header.height, max_pixels)
+    f = container.unpack(data, allow_truncated=True)
+    m = model_for(header, model)
+    if quality is not None and not 1 <= int(quality) <= header.stages:
+        raise VqzError(f"this file stores qualities 1..{header.stages}; cannot decode quality {quality}")
+    q = min(len(f.streams), header.stages if quality is None else int(quality))
+    rows, cols = grid_shape(m, header.width, header.height)
     for s in range(q):
         # A stream cannot hold more symbols than its bits pay for: refuse before allocating a grid.
-        if 0.98 * cells * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
-            raise VqzError(f"stage {s + 1} stream is too short for a {h.grid_h}x{h.grid_w} grid")
+        if 0.98 * rows * cols * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
+            raise VqzError(f"stage {s + 1} stream is too short for a {rows}x{cols} grid")
     try:
-        grids = m.prior.decode_grids(f.streams[:q], h.grid_h, h.grid_w)
+        grids = m.prior.decode_grids(f.streams[:q], rows, cols)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise VqzError(f"a stage stream is damaged ({exc})") from None
     return f, m, grids
 
 
-def decompress(data: VqzSource, model: ModelLike = None, quality: int | None = None) -> Image.Image:
+def decompress(data: VqzSource, model: ModelLike = None, quality: int | None = None,
+               max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
     """Decode a `.vqz` file (bytes, a path or a binary file object) to a PIL image in the mode it was compressed from.
 
-    The model named in the file is loaded from the shipped models unless `model` is given;
+    The model the file names is loaded from the shipped models unless `model` is given;
     a model other than the one that wrote the file is refused. `quality` decodes only the
-    first stages of the file (a coarser image from the same bytes).
+    first stages of the file (a coarser image from the same bytes). Images larger than
+    `max_pixels` (default 100 megapixels, as `compress`) are refused from the header alone.
+
+    A file cut short (a prefix of a file, e.g. an interrupted download) decodes to the best
+    quality its complete stages hold: then `image.info["truncated"]` is True. In every case
+    `image.info["quality"]` is the number of stages decoded.
     """
     data = read_vqz(data)
     if quality is not None and _integer(quality) is None:
         raise ArgumentError(f"quality must be an integer, got {quality!r}")
-    f, m, grids = decompress_indices(data, model, quality)
-    alpha = _alpha(f)
+    f, m, grids = decompress_indices(data, model, quality, max_pixels)
+    alpha = decode_alpha(f)
     rgb = decode_indices(m, grids, f.header.width, f.header.height)
-    return assemble(rgb, alpha, f.header.mode)
+    image = assemble(rgb, alpha, f.header.mode)
+    asked = f.header.stages if quality is None else int(quality)
+    image.info.update(quality=grids.shape[0], truncated=grids.shape[0] < asked)
+    return image
+
+
+truncate = container.truncate

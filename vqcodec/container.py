@@ -1,59 +1,70 @@
-"""The `.vqz` container: header, per-stage range-coded streams, optional alpha, CRC32.
+"""The `.vqz` container, version 2: a lean header, then the alpha plane and the stage streams, each checksummed.
 
-Layout (all integers little-endian; `docs/format.md` documents it byte by byte):
+Layout (`docs/format.md` documents it byte by byte):
 
-    magic        8   b"\\x89VQZ\\r\\n\\x1a\\n"
-    version      1   1
-    mode         1   image mode: 1 = L, 2 = LA, 3 = RGB, 4 = RGBA
-    width        4   u32, pixels
-    height       4   u32, pixels
-    name_len     1   u8, 1..64
-    name         n   model name, UTF-8
-    fingerprint  8   first 8 bytes of the model's SHA-256 fingerprint
-    stages       1   u8, number of quantizer stages stored (the quality)
-    grid_h       2   u16, index grid rows
-    grid_w       2   u16, index grid columns
-    stage_len    4*S u32 each, byte length of every stage's stream
-    alpha_len    4   u32, byte length of the zlib-compressed alpha plane (0 = none)
-    payload          stage streams in order, then the alpha stream
-    crc32        4   u32, CRC-32 of every byte before it
+    magic        4   b"\\x89VQZ"
+    version      1   2
+    mode         1   1 = L, 2 = LA, 3 = RGB, 4 = RGBA
+    width        v   varint, pixels
+    height       v   varint, pixels
+    model        4   first 4 bytes of the model's SHA-256 fingerprint
+    stages       1   S, number of quantizer stages stored (the quality)
+    stage_len    v*S varint each, stored byte length of every stage stream
+    alpha_len    v   varint, only for LA and RGBA: byte length of the zlib-compressed alpha plane
+    header_crc   4   CRC-32 of every header byte before it
+    alpha            alpha_len bytes, then its CRC-32 (4 bytes); LA and RGBA only
+    stage s          stage_len[s] bytes, then their CRC-32 (4 bytes); s = 1..S in order
 
-Every field is validated, and limits are checked, before anything is allocated.
+Every block carries its own checksum, so a prefix of the file that holds the header, the
+alpha plane and k complete stages decodes as quality k: `unpack(..., allow_truncated=True)`
+returns the complete stages and says the file was cut. `truncate` makes a smaller file of
+a lower quality by copying blocks. This module imports neither torch nor numpy, so `info`
+and `truncate` run without them.
 """
 
 from __future__ import annotations
 
+import operator
+import os
 import struct
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from vqcodec.errors import VqzError
 
-MAGIC = b"\x89VQZ\r\n\x1a\n"
-VERSION = 1
+MAGIC = b"\x89VQZ"
+V1_MAGIC = b"\x89VQZ\r\n\x1a\n"
+VERSION = 2
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
-MAX_NAME = 64
+ALPHA_MODES = ("LA", "RGBA")
+MODEL_ID_BYTES = 4
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
-MAX_GRID_CELLS = 1 << 24
-"""Largest grid_h x grid_w a file may claim."""
+MAX_STAGES = 255
+MAX_BLOCK = (1 << 32) - 1
+"""Largest stage or alpha block, in bytes."""
+CRC_BYTES = 4
+WORD = 4
+"""Stage streams are whole 32-bit words of the range coder; trailing zero bytes of the last word are not stored."""
+MAX_HEADER = 4 + 1 + 1 + 5 + 5 + MODEL_ID_BYTES + 1 + 5 * MAX_STAGES + 5 + CRC_BYTES
+"""Longest possible header, in bytes: how much a reader needs to see to parse any header."""
 
-_FIXED = struct.Struct("<8sBBIIB")
-_AFTER_NAME = struct.Struct("<8sBHH")
+_CRC = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
 class VqzHeader:
-    """Everything a reader learns from a file before decoding its payload."""
+    """Everything a reader learns from a file's header, before reading its payload.
+
+    `stage_lengths` are the stored lengths (stream words with trailing zero bytes trimmed).
+    """
 
     mode: str
     width: int
     height: int
-    model_name: str
-    fingerprint: bytes
-    grid_h: int
-    grid_w: int
+    model_id: bytes
     stage_lengths: tuple[int, ...]
     alpha_length: int = 0
 
@@ -61,74 +72,236 @@ class VqzHeader:
     def stages(self) -> int:
         return len(self.stage_lengths)
 
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
 
 @dataclass(frozen=True)
 class VqzFile:
-    """A parsed file: header, one byte string per stage, and the compressed alpha plane (or b"")."""
+    """A parsed file: header, the streams of its complete stages (whole words), the compressed alpha plane (or b"").
+
+    `streams` holds fewer than `header.stages` entries when the file was cut (see `truncated`).
+    """
 
     header: VqzHeader
     streams: tuple[bytes, ...]
     alpha: bytes = b""
 
+    @property
+    def truncated(self) -> bool:
+        return len(self.streams) < self.header.stages
 
-def check_limits(width: int, height: int, grid_h: int, grid_w: int) -> None:
+
+def check_limits(width: int, height: int) -> None:
     """Refuse sizes that are empty or absurd, before anything is allocated for them."""
     if width < 1 or height < 1:
         raise VqzError(f"image size {width}x{height} is empty")
     if width * height > MAX_PIXELS:
-        raise VqzError(f"image size {width}x{height} exceeds the limit of {MAX_PIXELS} pixels")
-    if grid_h < 1 or grid_w < 1 or grid_h * grid_w > MAX_GRID_CELLS:
-        raise VqzError(f"index grid {grid_h}x{grid_w} is empty or exceeds the limit of {MAX_GRID_CELLS} cells")
+        raise VqzError(f"image size {width}x{height} exceeds the format's limit of {MAX_PIXELS} pixels")
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image larger than the caller's `max_pixels` (a decompression bomb guard), saying how to allow it."""
+    if width * height > max_pixels:
+        raise VqzError(f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                       f"(pass max_pixels=, or --max-pixels on the command line, to decode it)")
+
+
+def varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, low bits first, high bit set on every byte but the last."""
+    if value < 0:
+        raise ValueError("varints are unsigned")
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, offset: int, what: str) -> tuple[int, int]:
+    """A varint at `offset` and the offset after it; refuses non-minimal or over-long encodings."""
+    value = 0
+    for i in range(5):
+        if offset + i >= len(data):
+            raise VqzError("truncated file: cut inside the header")
+        byte = data[offset + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            if byte == 0 and i > 0:
+                raise VqzError(f"bad {what}: over-long varint")
+            return value, offset + i + 1
+    raise VqzError(f"bad {what}: varint longer than 5 bytes")
+
+
+def trim(stream: bytes) -> bytes:
+    """A stream as stored: its trailing zero bytes dropped, at most WORD - 1 of them (all within the last word)."""
+    if len(stream) % WORD:
+        raise ValueError(f"a stage stream must be whole {WORD}-byte words, got {len(stream)} bytes")
+    keep = len(stream)
+    while keep > len(stream) - (WORD - 1) and keep > 0 and stream[keep - 1] == 0:
+        keep -= 1
+    return stream[:keep]
+
+
+def restore(stored: bytes) -> bytes:
+    """The stream a stored block stands for: zero bytes appended up to a whole word (the inverse of `trim`)."""
+    return stored + b"\0" * (-len(stored) % WORD)
+
+
+def _crc(block: bytes) -> bytes:
+    return _CRC.pack(zlib.crc32(block))
+
+
+def pack_header(h: VqzHeader) -> bytes:
+    """The header bytes of `h`, its checksum included."""
+    if h.mode not in MODE_CODES:
+        raise ValueError(f"unknown mode {h.mode}")
+    if len(h.model_id) != MODEL_ID_BYTES:
+        raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
+    if not 1 <= h.stages <= MAX_STAGES or any(not 0 <= n <= MAX_BLOCK for n in h.stage_lengths):
+        raise ValueError("stage count or stage length out of range")
+    if (h.alpha_length > 0) != (h.mode in ALPHA_MODES) or h.alpha_length > MAX_BLOCK:
+        raise ValueError(f"mode {h.mode} with an alpha plane of {h.alpha_length} bytes")
+    check_limits(h.width, h.height)
+    parts = [MAGIC, bytes([VERSION, MODE_CODES[h.mode]]), varint(h.width), varint(h.height), h.model_id,
+             bytes([h.stages]), *map(varint, h.stage_lengths)]
+    if h.mode in ALPHA_MODES:
+        parts.append(varint(h.alpha_length))
+    body = b"".join(parts)
+    return body + _crc(body)
 
 
 def pack(f: VqzFile) -> bytes:
-    """Serialise a file; the inverse of `unpack`."""
+    """Serialise a file; `f.streams` are whole-word streams, stored trimmed. The inverse of `unpack`."""
+    stored = [trim(s) for s in f.streams]
     h = f.header
-    name = h.model_name.encode()
-    if not 1 <= len(name) <= MAX_NAME:
-        raise ValueError(f"model name must be 1..{MAX_NAME} bytes of UTF-8")
-    if len(f.streams) != h.stages or any(len(s) != n for s, n in zip(f.streams, h.stage_lengths)):
+    if tuple(len(s) for s in stored) != h.stage_lengths or len(f.alpha) != h.alpha_length:
         raise ValueError("stream lengths disagree with the header")
-    if not 1 <= h.stages <= 255 or len(f.alpha) != h.alpha_length:
-        raise ValueError("stage count or alpha length out of range")
-    check_limits(h.width, h.height, h.grid_h, h.grid_w)
-    parts = [
-        _FIXED.pack(MAGIC, VERSION, MODE_CODES[h.mode], h.width, h.height, len(name)),
-        name,
-        _AFTER_NAME.pack(h.fingerprint[:8], h.stages, h.grid_h, h.grid_w),
-        struct.pack(f"<{h.stages}I", *h.stage_lengths),
-        struct.pack("<I", h.alpha_length),
-        *f.streams,
-        f.alpha,
-    ]
-    body = b"".join(parts)
-    return body + struct.pack("<I", zlib.crc32(body))
+    blocks = [pack_header(h)]
+    if h.alpha_length:
+        blocks += [f.alpha, _crc(f.alpha)]
+    for s in stored:
+        blocks += [s, _crc(s)]
+    return b"".join(blocks)
 
 
-def unpack(data: bytes, check_crc: bool = True) -> VqzFile:
-    """Parse and validate a file; raises `VqzError` saying what is wrong."""
-    data = bytes(data)
-    header, offset = _parse_header(data)
-    payload = sum(header.stage_lengths) + header.alpha_length
-    expected = offset + payload + 4
-    if len(data) < expected:
-        raise VqzError(f"truncated file: {len(data)} bytes, the header announces {expected}")
-    if len(data) > expected:
-        raise VqzError(f"{len(data) - expected} unexpected bytes after the end of the file")
-    if check_crc:
-        (stored,) = struct.unpack_from("<I", data, expected - 4)
-        if zlib.crc32(data[: expected - 4]) != stored:
-            raise VqzError("checksum mismatch: the file is damaged")
-    streams = []
-    for n in header.stage_lengths:
-        streams.append(data[offset : offset + n])
-        offset += n
-    return VqzFile(header, tuple(streams), data[offset : offset + header.alpha_length])
+def header_for(mode: str, width: int, height: int, model_id: bytes, streams: tuple[bytes, ...],
+               alpha: bytes = b"") -> VqzHeader:
+    """The header that describes these (untrimmed) streams and this alpha block."""
+    return VqzHeader(mode, width, height, model_id[:MODEL_ID_BYTES], tuple(len(trim(s)) for s in streams), len(alpha))
 
 
 def read_header(data: bytes) -> VqzHeader:
-    """Parse only the header (for `vqcodec info` and quick checks)."""
+    """Parse and check only the header (for `vqcodec info`, Pillow's open and size limits)."""
     return _parse_header(bytes(data))[0]
+
+
+def header_length(data: bytes) -> int:
+    """Bytes the header of `data` takes, its checksum included."""
+    return _parse_header(bytes(data))[1]
+
+
+def quality_ends(header: VqzHeader, header_bytes: int) -> tuple[int, ...]:
+    """File length at which each quality is complete: the first `ends[q - 1]` bytes decode as quality q."""
+    offset = header_bytes + (header.alpha_length + CRC_BYTES if header.alpha_length else 0)
+    ends = []
+    for n in header.stage_lengths:
+        offset += n + CRC_BYTES
+        ends.append(offset)
+    return tuple(ends)
+
+
+def unpack(data: bytes, allow_truncated: bool = False) -> VqzFile:
+    """Parse and check a file (every checksum); raises `VqzError` saying what is wrong.
+
+    A file cut after its k-th complete stage (k >= 1) is returned with those k stages when
+    `allow_truncated`, and refused otherwise. A cut inside the header or the alpha plane,
+    or before the end of stage 1, and damage inside any complete block are always refused.
+    """
+    data = bytes(data)
+    header, offset = _parse_header(data)
+    ends = quality_ends(header, offset)
+    alpha = b""
+    if header.alpha_length:
+        alpha = _block(data, offset, header.alpha_length, "the alpha plane")
+        offset += header.alpha_length + CRC_BYTES
+    streams = []
+    for s, n in enumerate(header.stage_lengths):
+        if offset + n + CRC_BYTES > len(data):
+            break
+        streams.append(restore(_block(data, offset, n, f"stage {s + 1}")))
+        offset += n + CRC_BYTES
+    if not streams:
+        raise VqzError(f"truncated file: {len(data)} bytes, cut before the end of stage 1 (byte {ends[0]})")
+    if len(streams) < header.stages and not allow_truncated:
+        raise VqzError(f"truncated file: {len(data)} bytes, the header announces {ends[-1]} "
+                       f"(complete stages: {len(streams)} of {header.stages})")
+    if len(streams) == header.stages and len(data) > offset:
+        raise VqzError(f"{len(data) - offset} unexpected bytes after the end of the file")
+    return VqzFile(header, tuple(streams), alpha)
+
+
+def truncate(data: bytes, quality: int) -> bytes:
+    """The file of quality `quality` made from `data` by copying its first blocks (no model, no pixels).
+
+    It decodes to exactly the image `data` gives at that quality. `data` may itself be a
+    truncated file, as long as it holds `quality` complete stages.
+    """
+    f = unpack(data, allow_truncated=True)
+    h = f.header
+    try:
+        quality = operator.index(quality)
+    except TypeError:
+        raise VqzError(f"quality must be a whole number, got {quality!r}") from None
+    if not 1 <= quality <= h.stages:
+        raise VqzError(f"this file stores qualities 1..{h.stages}; cannot truncate it to quality {quality}")
+    if quality > len(f.streams):
+        raise VqzError(f"this file was cut after quality {len(f.streams)}; cannot truncate it to quality {quality}")
+    short = VqzHeader(h.mode, h.width, h.height, h.model_id, h.stage_lengths[:quality], h.alpha_length)
+    return pack(VqzFile(short, f.streams[:quality], f.alpha))
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What `vqcodec info` reports about a file: its header, size, and where each quality ends."""
+
+    header: VqzHeader
+    size: int
+    header_bytes: int
+    quality_ends: tuple[int, ...]
+    complete_stages: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.complete_stages < self.header.stages
+
+    @property
+    def bpp(self) -> float:
+        return 8.0 * self.size / self.header.pixels
+
+
+def info(data: bytes) -> FileInfo:
+    """Check a file (structure and every checksum) and describe it, without a model or decoding pixels.
+
+    A truncated file is described too (`truncated`, `complete_stages`); damage is a `VqzError`.
+    """
+    data = bytes(data)
+    f = unpack(data, allow_truncated=True)
+    n = header_length(data)
+    return FileInfo(f.header, len(data), n, quality_ends(f.header, n), len(f.streams))
+
+
+def _block(data: bytes, offset: int, length: int, what: str) -> bytes:
+    """A block's bytes, its checksum checked; refuses a block cut short."""
+    end = offset + length
+    if end + CRC_BYTES > len(data):
+        raise VqzError(f"truncated file: cut inside {what} (it ends at byte {end + CRC_BYTES})")
+    block = data[offset:end]
+    if _crc(block) != data[end : end + CRC_BYTES]:
+        raise VqzError(f"{what} is damaged (checksum mismatch)")
+    return block
 
 
 def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
@@ -138,33 +311,54 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
         raise VqzError("truncated file: shorter than the magic bytes")
     if not data.startswith(MAGIC):
         raise VqzError("not a .vqz file (bad magic bytes)")
-    if len(data) < _FIXED.size:
-        raise VqzError("truncated file: header incomplete")
-    _, version, mode_code, width, height, name_len = _FIXED.unpack_from(data, 0)
+    if data.startswith(V1_MAGIC):
+        raise VqzError("format version 1 file: this vqcodec reads version 2 only "
+                       "(decode it with vqcodec 0.1 and the model that wrote it)")
+    if len(data) < 6:
+        raise VqzError("truncated file: cut inside the header")
+    version, mode_code = data[4], data[5]
     if version != VERSION:
         raise VqzError(f"unsupported format version {version} (this vqcodec reads version {VERSION})")
     if mode_code not in MODES:
         raise VqzError(f"unknown image mode code {mode_code}")
-    if not 1 <= name_len <= MAX_NAME:
-        raise VqzError(f"bad model name length {name_len}")
-    offset = _FIXED.size
-    if len(data) < offset + name_len + _AFTER_NAME.size:
-        raise VqzError("truncated file: header incomplete")
-    try:
-        name = data[offset : offset + name_len].decode()
-    except UnicodeDecodeError:
-        raise VqzError("model name is not valid UTF-8") from None
-    offset += name_len
-    fp, stages, grid_h, grid_w = _AFTER_NAME.unpack_from(data, offset)
-    offset += _AFTER_NAME.size
+    mode = MODES[mode_code]
+    width, offset = _read_varint(data, 6, "width")
+    height, offset = _read_varint(data, offset, "height")
+    if offset + MODEL_ID_BYTES + 1 > len(data):
+        raise VqzError("truncated file: cut inside the header")
+    model_id = data[offset : offset + MODEL_ID_BYTES]
+    stages = data[offset + MODEL_ID_BYTES]
+    offset += MODEL_ID_BYTES + 1
     if stages < 1:
         raise VqzError("file stores no quantizer stage")
-    check_limits(width, height, grid_h, grid_w)
-    if len(data) < offset + 4 * stages + 4:
-        raise VqzError("truncated file: header incomplete")
-    lengths = struct.unpack_from(f"<{stages}I", data, offset)
-    offset += 4 * stages
-    (alpha_len,) = struct.unpack_from("<I", data, offset)
-    offset += 4
-    header = VqzHeader(MODES[mode_code], width, height, name, fp, grid_h, grid_w, tuple(lengths), alpha_len)
-    return header, offset
+    lengths = []
+    for s in range(stages):
+        n, offset = _read_varint(data, offset, f"stage {s + 1} length")
+        lengths.append(n)
+    alpha_len = 0
+    if mode in ALPHA_MODES:
+        alpha_len, offset = _read_varint(data, offset, "alpha length")
+    if offset + CRC_BYTES > len(data):
+        raise VqzError("truncated file: cut inside the header")
+    if _crc(data[:offset]) != data[offset : offset + CRC_BYTES]:
+        raise VqzError("header is damaged (checksum mismatch)")
+    # Checked after the checksum: a damaged header is reported as damage, a forged one by what is wrong.
+    check_limits(width, height)
+    if any(n > MAX_BLOCK for n in lengths) or alpha_len > MAX_BLOCK:
+        raise VqzError("a block length exceeds the format's limit")
+    if mode in ALPHA_MODES and alpha_len == 0:
+        raise VqzError(f"mode {mode} but no alpha plane stored")
+    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len)
+    return header, offset + CRC_BYTES
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """Bytes of a `.vqz` file, with a `VqzError` when it cannot be read."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise VqzError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VqzError(f"{path}: is a folder") from None
+    except OSError as exc:
+        raise VqzError(f"{path}: cannot read ({exc.strerror})") from None

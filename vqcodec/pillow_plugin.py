@@ -9,12 +9,19 @@ After `import vqcodec`:
 
 `Image.open` recognises the file by its magic bytes, whatever its name; `save`
 picks the format from the `.vqz` extension (or `format="VQZ"`). Saving takes the
-keyword arguments `quality` (1 to the model's stage count; default the middle) and
+keyword arguments `quality` (1 to the model's stage count; default the middle) or
+`target_bpp` (bits per pixel to aim for, as `vqcodec compress --target-bpp`), and
 `model` (a shipped model's name, a model file path or a loaded `CodecModel`;
 default the default model). Decoding uses the model the file names, which must be
-installed. Errors follow Pillow's conventions: a damaged header makes `Image.open`
-raise `PIL.UnidentifiedImageError`, a damaged payload or a missing model makes
-`load()` raise `OSError`, both carrying vqcodec's message.
+installed.
+
+Errors and limits follow Pillow's conventions: a damaged header makes `Image.open`
+raise `PIL.UnidentifiedImageError`; an image larger than `Image.MAX_IMAGE_PIXELS`
+makes it raise `Image.DecompressionBombError`, from the header alone (a .vqz file
+of a few kilobytes can claim any size); a damaged payload or a missing model makes
+`load()` raise `OSError`, as does a truncated file unless
+`ImageFile.LOAD_TRUNCATED_IMAGES` is set (then the complete stages are decoded);
+`verify()` checks the structure and every checksum without decoding.
 """
 
 from __future__ import annotations
@@ -23,13 +30,11 @@ from typing import IO
 
 from PIL import Image, ImageFile
 
-from vqcodec import container
+from vqcodec import container, registry
 from vqcodec.errors import VqcodecError
 
 FORMAT = "VQZ"
 EXTENSION = ".vqz"
-_HEADER_BYTES = 2048
-"""Enough bytes for the longest possible header (64-byte name, 255 stages)."""
 
 
 def _accept(prefix: bytes) -> bool:
@@ -45,14 +50,34 @@ class VqzImageFile(ImageFile.ImageFile):
     def _open(self) -> None:
         assert self.fp is not None
         try:
-            header = container.read_header(self.fp.read(_HEADER_BYTES))
+            header = container.read_header(self.fp.read(container.MAX_HEADER))
         except VqcodecError as exc:
             raise SyntaxError(str(exc)) from None
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and header.pixels > limit:
+            raise Image.DecompressionBombError(
+                f"image is {header.width}x{header.height} = {header.pixels} pixels, over the limit of {limit} "
+                "(raise PIL.Image.MAX_IMAGE_PIXELS, or set it to None, to open it)")
         self._size = (header.width, header.height)
         self._mode = header.mode
-        self.info["model"] = header.model_name
+        names = registry.find_shipped(header.model_id)
+        self.info["model"] = names[0] if len(names) == 1 else header.model_id.hex()
+        self.info["model_id"] = header.model_id.hex()
         self.info["quality"] = header.stages
         self.tile = [(FORMAT, (0, 0, *self._size), 0, None)]
+
+    def verify(self) -> None:
+        """Check the structure and every checksum, as Pillow's PNG plugin checks its CRCs; decodes nothing."""
+        if self.fp is None:
+            raise RuntimeError("verify must be called directly after open")
+        self.fp.seek(0)
+        try:
+            container.unpack(self.fp.read())
+        except VqcodecError as exc:
+            raise SyntaxError(str(exc)) from None
+        if self._exclusive_fp:
+            self.fp.close()
+        self.fp = None
 
 
 class VqzDecoder(ImageFile.PyDecoder):
@@ -64,8 +89,12 @@ class VqzDecoder(ImageFile.PyDecoder):
         from vqcodec import codec  # here: opening a file reads its header without importing torch
 
         assert self.fd is not None
+        data = self.fd.read()
+        limit = Image.MAX_IMAGE_PIXELS
         try:
-            image = codec.decompress(self.fd.read())
+            # Decoding a truncated file is allowed only as Pillow allows it for every format.
+            container.unpack(data, allow_truncated=ImageFile.LOAD_TRUNCATED_IMAGES)
+            image = codec.decompress(data, max_pixels=container.MAX_PIXELS if limit is None else limit)
         except VqcodecError as exc:
             raise OSError(str(exc)) from exc
         self.set_as_raw(image.tobytes())
@@ -73,10 +102,11 @@ class VqzDecoder(ImageFile.PyDecoder):
 
 
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    """Encode `im` with the model and quality given as save parameters."""
+    """Encode `im` with the model and the quality or target bpp given as save parameters."""
     from vqcodec import codec
 
-    fp.write(codec.compress(im, im.encoderinfo.get("model"), im.encoderinfo.get("quality")))
+    options = im.encoderinfo
+    fp.write(codec.compress(im, options.get("model"), options.get("quality"), target_bpp=options.get("target_bpp")))
 
 
 Image.register_open(FORMAT, VqzImageFile, _accept)

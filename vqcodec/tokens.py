@@ -2,7 +2,9 @@
 
 `tokenize` encodes images to the same index grids `compress` would entropy-code:
 one integer grid per residual stage, shape (quality, grid_h, grid_w), codes in
-0..K-1 where K is the model's codebook size. `detokenize` decodes a grid back to
+0..K-1 where K is the model's codebook size. Given `.vqz` files it reads their
+grids instead (entropy decoding only: no pixels decoded, nothing re-encoded),
+which equal the grids of the images they were compressed from. `detokenize` decodes a grid back to
 the image `decompress` gives for a `.vqz` file of the same image and quality,
 pixel for pixel.
 
@@ -36,6 +38,7 @@ from vqcodec.container import MODE_CODES, check_limits
 from vqcodec.errors import TokensError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, assemble, load_image
 from vqcodec.safe_io import write_atomic
+from vqcodec.text import printable
 from vqcodec.zoo import CodecModel, ModelLike, as_model, identify
 
 _META_KEYS = ("model", "fingerprint", "codebook_size", "quality", "names", "sizes", "modes")
@@ -64,16 +67,39 @@ class TokenSet:
     images: tuple[ImageTokens, ...]
 
 
+def _from_vqz(path: Path, model: CodecModel, quality: int, max_pixels: int) -> ImageTokens:
+    """The first `quality` grids of a .vqz file, read by entropy decoding alone; the file's model must be `model`."""
+    data = codec.read_file(path)
+    try:
+        f, _, grids = codec.decompress_indices(data, model, quality, max_pixels)
+    except VqzError as exc:
+        raise VqzError(f"{path}: {exc}") from None
+    if grids.shape[0] < quality:
+        raise VqzError(f"{path}: truncated file, holds {grids.shape[0]} complete stages of the {quality} asked")
+    h = f.header
+    alpha = codec.decode_alpha(f)
+    return ImageTokens(path.name, grids, h.width, h.height, h.mode, alpha)
+
+
 def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: ModelLike = None,
              quality: int | None = None, max_pixels: int = MAX_INPUT_PIXELS) -> TokenSet:
-    """Encode images (paths or PIL images) to index grids with `model` at `quality` (as `compress` does)."""
+    """Index grids of images (paths or PIL images) with `model` at `quality`, as `compress` codes them.
+
+    Paths ending in `.vqz` are read, not encoded: their first `quality` stages (the file must
+    hold that many, written by `model`).
+    """
     m = as_model(model)
     q = codec.check_quality(m, quality)
+    dtype = np.min_scalar_type(m.config.codebook_size - 1)
     items = []
     for i, source in enumerate(images):
+        if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".vqz":
+            t = _from_vqz(Path(source), m, q, max_pixels)
+            items.append(ImageTokens(t.name, t.grids.astype(dtype), t.width, t.height, t.mode, t.alpha))
+            continue
         prepared = load_image(source, max_pixels)
         height, width = prepared.rgb.shape[:2]
-        grids = codec.encode_indices(m, prepared.rgb, q).astype(np.min_scalar_type(m.config.codebook_size - 1))
+        grids = codec.encode_indices(m, prepared.rgb, q).astype(dtype)
         name = Path(source).name if isinstance(source, (str, os.PathLike)) else f"image{i}"
         items.append(ImageTokens(name, grids, width, height, prepared.mode, prepared.alpha))
     return TokenSet(m.name, m.fingerprint.hex(), m.config.codebook_size, q, tuple(items))
@@ -98,19 +124,27 @@ def save_tokens(tokens: TokenSet, path: str | os.PathLike[str], overwrite: bool 
     write_atomic(path, lambda f: np.savez_compressed(f, **arrays), overwrite=overwrite, inputs=inputs)
 
 
-def load_tokens(path: str | os.PathLike[str]) -> TokenSet:
-    """Read and check a tokens file written by `save_tokens`; raises `TokensError` saying what is wrong."""
+def load_tokens(path: str | os.PathLike[str], max_pixels: int = MAX_INPUT_PIXELS) -> TokenSet:
+    """Read and check a tokens file written by `save_tokens`; raises `TokensError` saying what is wrong.
+
+    Images over `max_pixels` are refused from the metadata, before their grids and alpha planes are read.
+    """
     try:
         raw = Path(path).read_bytes()
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            missing = [key for key in _META_KEYS if key not in npz.files]
+            if missing:
+                raise TokensError(f"{path}: not a tokens file (missing {', '.join(missing)})")
+            arrays = {key: npz[key] for key in _META_KEYS}
+            sizes = np.asarray(arrays["sizes"])
+            if sizes.ndim == 2 and sizes.shape[1:] == (2,) and sizes.dtype.kind in "iu":
+                for width, height in sizes.tolist():
+                    _check_pixels(path, width, height, max_pixels)
+            arrays.update({key: npz[key] for key in npz.files if key not in arrays})
     except FileNotFoundError:
         raise TokensError(f"{path}: no such file") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise TokensError(f"{path}: not a tokens .npz file ({exc})") from None
-    missing = [key for key in _META_KEYS if key not in arrays]
-    if missing:
-        raise TokensError(f"{path}: not a tokens file (missing {', '.join(missing)})")
     try:
         quality = int(arrays["quality"])
         codebook_size = int(arrays["codebook_size"])
@@ -127,9 +161,11 @@ def load_tokens(path: str | os.PathLike[str]) -> TokenSet:
         if grids is None or grids.ndim != 3 or grids.shape[0] != quality or grids.dtype.kind not in "iu":
             raise TokensError(f"{path}: tokens_{i} must be an integer array of shape ({quality}, rows, columns)")
         try:
-            check_limits(width, height, grids.shape[1], grids.shape[2])
+            check_limits(width, height)
         except VqzError as exc:
             raise TokensError(f"{path}: image {i}: {exc}") from None
+        if grids.shape[1] * grids.shape[2] > width * height:
+            raise TokensError(f"{path}: tokens_{i} has more cells than image {i} has pixels")
         if grids.min() < 0 or grids.max() >= codebook_size:
             raise TokensError(f"{path}: tokens_{i} holds codes outside 0..{codebook_size - 1}")
         alpha = arrays.get(f"alpha_{i}")
@@ -139,7 +175,13 @@ def load_tokens(path: str | os.PathLike[str]) -> TokenSet:
         if alpha is not None and (alpha.dtype != np.uint8 or alpha.shape != (height, width)):
             raise TokensError(f"{path}: alpha_{i} must be uint8 of shape ({height}, {width})")
         images.append(ImageTokens(name, grids, width, height, mode, alpha))
-    return TokenSet(str(arrays["model"]), str(arrays["fingerprint"]), codebook_size, quality, tuple(images))
+    return TokenSet(printable(arrays["model"]), printable(arrays["fingerprint"]), codebook_size, quality, tuple(images))
+
+
+def _check_pixels(source: object, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise TokensError(f"{source}: image is {width}x{height} = {width * height} pixels, over the limit of "
+                          f"{max_pixels} (pass max_pixels=, or --max-pixels on the command line, to decode it)")
 
 
 def model_for_tokens(tokens: TokenSet, model: ModelLike = None) -> CodecModel:
@@ -154,11 +196,15 @@ def model_for_tokens(tokens: TokenSet, model: ModelLike = None) -> CodecModel:
     return m
 
 
-def detokenize(tokens: ImageTokens, model: CodecModel) -> Image.Image:
-    """Decode one image's grids with the model that made them (see `model_for_tokens`)."""
+def detokenize(tokens: ImageTokens, model: CodecModel, max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Decode one image's grids with the model that made them (see `model_for_tokens`).
+
+    An image over `max_pixels` (default 100 megapixels, as `compress`) is refused before decoding.
+    """
+    _check_pixels(printable(tokens.name), tokens.width, tokens.height, max_pixels)
     if tuple(tokens.grids.shape[1:]) != codec.grid_shape(model, tokens.width, tokens.height):
         raise TokensError(
-            f"{tokens.name}: index grid {tokens.grids.shape[1]}x{tokens.grids.shape[2]} "
+            f"{printable(tokens.name)}: index grid {tokens.grids.shape[1]}x{tokens.grids.shape[2]} "
             f"does not fit a {tokens.width}x{tokens.height} image"
         )
     rgb = codec.decode_indices(model, tokens.grids, tokens.width, tokens.height)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,9 @@ from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
 from vqcodec.model import VQVAE, ModelConfig
+from vqcodec.registry import shipped_models
 from vqcodec.safe_io import write_bytes_atomic
+from vqcodec.text import printable
 
 DEFAULT_MODEL = "default"
 PRIOR_KEY = "prior.counts"
@@ -86,16 +87,6 @@ def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str]) -> bytes:
     meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
     write_bytes_atomic(path, save(tensors, metadata=meta), overwrite=True)
     return digest
-
-
-def shipped_models() -> dict[str, Path]:
-    """Names and paths of the models that ship inside the package."""
-    folder = resources.files("vqcodec") / "models"
-    return {
-        Path(entry.name).stem: Path(str(entry))
-        for entry in folder.iterdir()
-        if entry.name.endswith(".safetensors")
-    }
 
 
 def resolve(name_or_path: str | os.PathLike[str] | None) -> Path:
@@ -192,11 +183,11 @@ def identify(name: str, fingerprint: bytes, model: ModelLike, made: str,
     """
     if model is None:
         if name not in shipped_models():
-            raise error(f"{made} by model '{name}', which is not installed (pass the model file with --model)")
+            raise error(f"{made} by model '{printable(name)}', which is not installed (pass the model file with --model)")
         m = load_model(name)
     else:
         m = as_model(model)
     if not m.fingerprint.startswith(fingerprint):
-        raise error(f"{made} by model '{name}' ({fingerprint.hex()}), "
-                    f"not by the given model '{m.name}' ({m.fingerprint[:len(fingerprint)].hex()})")
+        raise error(f"{made} by model '{printable(name)}' ({fingerprint.hex()}), "
+                    f"not by the given model '{printable(m.name)}' ({m.fingerprint[:len(fingerprint)].hex()})")
     return m
