@@ -210,12 +210,12 @@ class ResidualVQ(nn.Module):
         for s, stage in enumerate(self.stages[:num_stages]):
             cb = stage.codebook
             b = residual.shape[1]
-            # ||r - c||^2 = ||r||^2 + ||c||^2 - 2 r.c, for every beam and code: (N, B, K)
-            dist = (residual.pow(2).sum(-1, keepdim=True) + cb.pow(2).sum(1)[None, None]
-                    - 2.0 * residual @ cb.t())
-            total = dist + cost[..., None]
-            if penalties is not None:
-                total = total + penalties[s][None, None]
+            flat = residual.reshape(n * b, -1)
+            # ||r - c||^2 + penalty = (||c||^2 + penalty - 2 r.c) + ||r||^2, for every beam and code:
+            # one matrix product over all beams, then the per-beam terms (N, B, K).
+            bias = cb.pow(2).sum(1) if penalties is None else cb.pow(2).sum(1) + penalties[s]
+            total = torch.addmm(bias[None, :], flat, cb.t(), alpha=-2.0).view(n, b, -1)
+            total += (flat.pow(2).sum(1).view(n, b) + cost)[..., None]
             keep = min(beam, b * cb.shape[0])
             best = total.reshape(n, -1).topk(keep, dim=1, largest=False, sorted=True).indices
             parent, code = best // cb.shape[0], best % cb.shape[0]
