@@ -21,7 +21,7 @@ from PIL import Image
 from vqcodec import container, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
-from vqcodec.effort import EFFORT_BEAMS, check_effort
+from vqcodec.effort import EFFORT_BEAMS, EFFORT_RATE_WEIGHTS, check_effort
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
@@ -127,14 +127,16 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
              rate_weight: float = 0.0, effort: int = 0) -> np.ndarray:
     """Index grids (quality, grid_h, grid_w) from latents; `rate_weight` > 0 trades distortion for bits.
 
-    Each stage's code is scored by squared error + rate_weight * (-log2 p(code)), which lowers
-    the rate smoothly between the qualities without retraining. At `effort` > 0 the stages are
-    searched together (beam search, `EFFORT_BEAMS`) instead of one after the other.
+    Each code is scored by squared error + (rate_weight + the effort level's own weight) *
+    (-log2 p(code)), which lowers the rate smoothly between the qualities without retraining.
+    At `effort` > 0 the stages are searched together (beam search, `EFFORT_BEAMS`) instead of
+    one after the other.
     """
+    weight = rate_weight + EFFORT_RATE_WEIGHTS[effort]
     penalties = None
-    if rate_weight > 0:
+    if weight > 0:
         bits = np.stack([model.prior.code_bits(s) for s in range(quality)])
-        penalties = torch.from_numpy(bits).float() * rate_weight
+        penalties = torch.from_numpy(bits).float() * weight
     beam = EFFORT_BEAMS[effort]
     quantizer = model.net.quantizer
     if beam == 1:
