@@ -191,7 +191,7 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     `target_bpp` instead searches quality and rate-aware quantization for a file of
     that many bits per pixel (header included), within 2% when the model can reach it;
     otherwise the nearest reachable size, with a `RateWarning` that says what was reached.
-    `effort` (0 to 4, default 1) is how hard the encoder searches for codes (`EFFORT_BEAMS`):
+    `effort` (0 to 4, default 0: greedy) is how hard the encoder searches for codes (`EFFORT_BEAMS`):
     higher is slower and gives a better image for its size; decoding is the same at every level.
     The same input and settings always give the same bytes.
     """
