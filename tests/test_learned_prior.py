@@ -12,8 +12,8 @@ import torch
 
 from vqcodec.entropy.context_net import (MAX_TERMS, QMAX, IntLayer, QConv, NetShape, input_codebooks,
                                          same_stage_input, stage_inputs)
-from vqcodec.entropy.fitting import FitConfig, GridSampler, count_tables, grid_contexts, stage0_prior, train_context_net
-from vqcodec.entropy.learned import LearnedPrior
+from vqcodec.entropy.fitting import FitConfig, GridSampler, count_tables, stage0_prior, train_context_net
+from vqcodec.entropy.learned import LearnedPrior, stage_contexts
 from vqcodec.entropy.schedule import anchors, passes
 
 K, D, S = 32, 8, 3
@@ -126,7 +126,7 @@ def test_contexts_match_the_float_twin(codebooks) -> None:
         first = net(inputs, torch.zeros_like(same), torch.tensor([2])).argmax(1)[0].numpy()
         second = net(inputs, same, torch.tensor([2])).argmax(1)[0].numpy()
     want = np.where(a, first, second)
-    assert (grid_contexts(inet, g, 2, recon, code) == want).mean() > 0.95
+    assert (stage_contexts(inet, g, 2, recon, code) == want).mean() > 0.95
 
 
 def test_prior_tensors_round_trip(prior: LearnedPrior) -> None:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from vqcodec.entropy.context_net import ContextNet, IntContextNet, NetShape, input_codebooks, same_stage_input, stage_inputs
 from vqcodec.entropy.counts import ContextPrior
-from vqcodec.entropy.learned import LearnedPrior
+from vqcodec.entropy.learned import LearnedPrior, partial_sums, stage_contexts
 from vqcodec.entropy.schedule import anchors
 
 if TYPE_CHECKING:
@@ -163,34 +163,18 @@ def train_context_net(sampler: GridSampler, shape: NetShape, codebook_size: int,
     return net
 
 
-def grid_contexts(net: IntContextNet, grid: np.ndarray, stage: int, recon: np.ndarray, code: np.ndarray) -> np.ndarray:
-    """Context of every cell of `stage` (H, W) under the checkerboard schedule, from the integer network."""
-    _, h, w = grid.shape
-    feats = net.features(stage_inputs(grid, stage, recon, code), stage)
-    anchor = anchors(h, w)
-    out = np.empty((h, w), dtype=np.int64)
-    rows, cols = np.nonzero(anchor)
-    out[rows, cols] = net.contexts(feats, None, rows, cols)
-    rows, cols = np.nonzero(~anchor)
-    out[rows, cols] = net.contexts(feats, same_stage_input(grid[stage], anchor.astype(np.int32), stage, code), rows, cols)
-    return out
-
-
 def count_tables(net: IntContextNet, grids: Sequence[np.ndarray], recon: np.ndarray, code: np.ndarray,
                  codebook_size: int) -> np.ndarray:
     """Code counts (stages, G, K) of every (stage >= 1, context) over `grids`; stage 0's row stays empty."""
     stages = recon.shape[0]
-    counts = np.zeros((stages, net.shape.contexts, codebook_size), dtype=np.int64)
     g, k = net.shape.contexts, codebook_size
+    counts = np.zeros((stages, g, k), dtype=np.int64)
     for grid in grids:
         grid = grid.astype(np.int64)
-        for s in range(1, stages):
-            ctx = grid_contexts(net, grid, s, recon, code)
+        for s, total in partial_sums(grid, stages, recon):
+            ctx = stage_contexts(net, grid, s, recon, code, total)
             counts[s] += np.bincount((ctx * k + grid[s]).ravel(), minlength=g * k).reshape(g, k)
     return counts
-
-
-
 
 
 @torch.inference_mode()

@@ -14,6 +14,7 @@ as the encoder on every machine (see docs/format.md).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import constriction
@@ -30,6 +31,42 @@ def _segments(ctx: np.ndarray) -> list[tuple[int, np.ndarray]]:
     present, starts = np.unique(ctx[order], return_index=True)
     bounds = list(starts[1:]) + [len(order)]
     return [(int(c), order[a:b]) for c, a, b in zip(present, starts, bounds)]
+
+
+def scheduled_contexts(net: IntContextNet, grids: np.ndarray, stage: int, recon: np.ndarray, code: np.ndarray,
+                       total: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (rows, cols, contexts) of each pass of `stage` >= 1, in coding order.
+
+    `grids[stage]` must hold every earlier pass when the next is asked for (a decoder fills it in
+    between); `total` is the partial reconstruction sum of the stages before (`partial_sums`).
+    """
+    rows_n, cols_n = grids.shape[1:]
+    feats = net.features(stage_inputs(grids, stage, recon, code, total), stage)
+    done = np.zeros((rows_n, cols_n), dtype=np.float32)
+    for rows, cols in passes(rows_n, cols_n):
+        same = None if not done.any() else same_stage_input(grids[stage], done, stage, code)
+        ctx = net.contexts(feats, same, rows, cols) if len(rows) else np.zeros(0, dtype=np.int64)
+        yield rows, cols, ctx
+        done[rows, cols] = 1
+
+
+def stage_contexts(net: IntContextNet, grids: np.ndarray, stage: int, recon: np.ndarray, code: np.ndarray,
+                   total: np.ndarray | None = None) -> np.ndarray:
+    """Context of every cell of `stage` >= 1 (rows, cols), given complete grids."""
+    out = np.empty(grids.shape[1:], dtype=np.int64)
+    for rows, cols, ctx in scheduled_contexts(net, grids, stage, recon, code, total):
+        out[rows, cols] = ctx
+    return out
+
+
+def partial_sums(grids: np.ndarray, count: int, recon: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (stage, partial reconstruction sum of the stages before it) for stages 1..count-1, adding
+    one stage at a time; `grids[stage - 1]` must be filled before the next stage is asked for."""
+    total = None
+    for s in range(1, count):
+        step = recon[s - 1][grids[s - 1]]
+        total = step.astype(np.float32) if total is None else total + step
+        yield s, total
 
 
 @dataclass(frozen=True)
@@ -74,36 +111,9 @@ class LearnedPrior:
                                                                         perfect=False)
         return self._models[key]
 
-    def _passes(self, grids: np.ndarray, stage: int, total: np.ndarray | None = None):
-        """Yield (rows, cols, contexts) of each pass of `stage`; `grids[stage]` must hold every earlier pass.
-
-        `total` is the partial reconstruction sum of the stages before (see `partial_sum`).
-        """
-        rows_n, cols_n = grids.shape[1:]
-        feats = self.net.features(stage_inputs(grids, stage, self.recon, self.code, total), stage)
-        done = np.zeros((rows_n, cols_n), dtype=np.float32)
-        for rows, cols in passes(rows_n, cols_n):
-            same = None if not done.any() else same_stage_input(grids[stage], done, stage, self.code)
-            ctx = self.net.contexts(feats, same, rows, cols) if len(rows) else np.zeros(0, dtype=np.int64)
-            yield rows, cols, ctx
-            done[rows, cols] = 1
-
-    def _stages(self, grids: np.ndarray, count: int):
-        """Yield (stage, partial reconstruction sum before it) for stages 1..count-1, summing as it goes.
-
-        The caller must have filled `grids[stage - 1]` before asking for the next stage."""
-        total = None
-        for s in range(1, count):
-            step = self.recon[s - 1][grids[s - 1]]
-            total = step.astype(np.float32) if total is None else total + step
-            yield s, total
-
     def contexts(self, grids: np.ndarray, stage: int) -> np.ndarray:
         """Context of every cell of `stage` >= 1 (rows, cols), given complete grids."""
-        out = np.empty(grids.shape[1:], dtype=np.int64)
-        for rows, cols, ctx in self._passes(grids, stage):
-            out[rows, cols] = ctx
-        return out
+        return stage_contexts(self.net, grids, stage, self.recon, self.code)
 
     def stage_bits(self, grids: np.ndarray, stage: int) -> float:
         """Sum of -log2 p over one stage of index grids (stages, rows, columns)."""
@@ -138,9 +148,9 @@ class LearnedPrior:
         if grids.size and (grids.min() < 0 or grids.max() >= k):
             raise ValueError("symbol out of the codebook's range")
         streams = list(self.stage0.encode_grids(grids[:1]))
-        for s, total in self._stages(grids, grids.shape[0]):
+        for s, total in partial_sums(grids, grids.shape[0], self.recon):
             encoder = constriction.stream.queue.RangeEncoder()
-            for rows, cols, ctx in self._passes(grids, s, total):
+            for rows, cols, ctx in scheduled_contexts(self.net, grids, s, self.recon, self.code, total):
                 symbols = grids[s][rows, cols].astype(np.int32)
                 for c, where in _segments(ctx):
                     encoder.encode(np.ascontiguousarray(symbols[where]), self._model(s, c))
@@ -153,9 +163,9 @@ class LearnedPrior:
         if not streams:
             return grids
         grids[:1] = self.stage0.decode_grids(streams[:1], rows, cols)
-        for s, total in self._stages(grids, len(streams)):
+        for s, total in partial_sums(grids, len(streams), self.recon):
             decoder = constriction.stream.queue.RangeDecoder(_words(streams[s]))
-            for r, c, ctx in self._passes(grids, s, total):
+            for r, c, ctx in scheduled_contexts(self.net, grids, s, self.recon, self.code, total):
                 values = np.empty(len(r), dtype=np.int64)
                 for cx, where in _segments(ctx):
                     values[where] = decoder.decode(self._model(s, cx), len(where))
