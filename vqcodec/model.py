@@ -208,7 +208,11 @@ class VQVAE(nn.Module):
         idx = self.quantizer.encode(_to_rows(z), num_stages)
         return idx.reshape(idx.shape[0], b, h, w).transpose(0, 1)
 
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w); S may be any prefix of stages."""
+    def decode(self, indices: torch.Tensor, synthesis: nn.Module | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w); S may be any prefix of stages.
+
+        `synthesis` replaces the decoder by an equivalent inference form (`vqcodec.inference`).
+        """
         zq = self.quantizer.decode(indices.transpose(0, 1)).permute(0, 3, 1, 2)
-        return self.reconstruct(zq).clamp(0.0, 1.0)
+        out = self.reconstruct(zq) if synthesis is None else synthesis(zq) + 0.5
+        return out.clamp(0.0, 1.0)

@@ -1,0 +1,43 @@
+"""The decoder's inference form computes what the trained decoder computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from vqcodec.inference import SubPixelConvTranspose, fast_decoder
+from vqcodec.model import Decoder, ModelConfig
+
+
+@pytest.mark.parametrize("cin,cout,stride,padding,bias", [(64, 3, 8, 4, True), (16, 3, 2, 1, True), (8, 5, 2, 0, False),
+                                                          (4, 2, 4, 2, True)])
+def test_sub_pixel_form_equals_the_transposed_convolution(cin, cout, stride, padding, bias) -> None:
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(cin, cout, 2 * stride, stride=stride, padding=padding, bias=bias)
+    x = torch.randn(2, cin, 7, 5)
+    with torch.no_grad():
+        expected = layer(x)
+        got = SubPixelConvTranspose(layer)(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_other_transposed_convolutions_are_refused() -> None:
+    with pytest.raises(ValueError):
+        SubPixelConvTranspose(nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1))
+
+
+def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
+    torch.manual_seed(0)
+    decoder = Decoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)).eval()
+    for p in decoder.parameters():
+        nn.init.normal_(p, std=0.2)
+    keys = sorted(decoder.state_dict())
+    fast = fast_decoder(decoder)
+    z = torch.randn(1, 4, 6, 9)
+    with torch.no_grad():
+        assert torch.allclose(fast(z), decoder(z), atol=1e-5)
+    assert sorted(decoder.state_dict()) == keys
+    assert isinstance(fast.linear, SubPixelConvTranspose) and isinstance(fast.net[-1], SubPixelConvTranspose)
+    assert isinstance(decoder.linear, nn.ConvTranspose2d)
