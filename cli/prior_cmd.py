@@ -1,4 +1,5 @@
-"""`vqcodec fit-prior`: the CLI face of `vqcodec.entropy.fitting.fit_learned_prior`."""
+"""`vqcodec fit-prior`: the CLI face of `vqcodec.train.fit_prior` (count prior, rate-aware coding) and
+`vqcodec.entropy.fitting.fit_learned_prior` (learned prior)."""
 
 from __future__ import annotations
 
@@ -16,32 +17,52 @@ from .console import err_console
 def fit_prior(
     model: Annotated[str, typer.Argument(help="Trained model: a shipped name or a model file.")],
     data: Annotated[Path, typer.Option("--data", help="Folder of training photos (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write: the same network with the learned prior.")],
-    val: Annotated[Optional[Path], typer.Option("--val", help="Folder of validation photos: bits per cell of every stage, learned against the model's own prior, written to OUT.json.")] = None,
-    steps: Annotated[int, typer.Option(help="Training steps of the context network.")] = 1500,
-    views: Annotated[int, typer.Option(help="Grid-offset views encoded per training image (1 to 32): more views, fuller tables, longer run.")] = 16,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write: the same network with the new prior.")],
+    val: Annotated[Optional[Path], typer.Option("--val", help="Learned prior: folder of validation photos; bits per cell of every stage (greedy codes), learned against the model's own prior, written to OUT.json.")] = None,
+    rate_weight: Annotated[float, typer.Option(help="Count prior: rate-aware coding weight of stages 2..S (squared latent error + weight x bits in context); the prior is counted on the codes it picks and compress uses it. 0: nearest code.")] = 0.0,
+    rounds: Annotated[Optional[int], typer.Option(help="Count prior: fits, the first on greedy codes, each further one on the codes picked under the previous fit. Default: 1 at --rate-weight 0, else 4.", show_default=False)] = None,
+    learned: Annotated[bool, typer.Option("--learned", help="Fit a learned prior (integer context network) instead of a count prior.")] = False,
+    steps: Annotated[int, typer.Option(help="Learned prior: training steps of the context network.")] = 1500,
+    views: Annotated[Optional[int], typer.Option(help="Grid-offset views encoded per training image: 1, 2, 8 or 32 for a count prior (default 32), 1 to 32 for a learned one (default 16). More views, fuller tables, longer run.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice in the run.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Fit a learned context prior for a trained model and write the model with it.
+    """Fit a new entropy prior for a trained model and write the model with it.
 
-    Encodes VIEWS views of every training photo, trains the integer context network on
-    the index grids (which later stages' codes to expect, from the earlier stages and the
-    neighbours already decoded), counts its contexts' tables, and writes OUT: the same
-    network weights with the new prior. Progress goes to stderr, one line at a time.
+    Count prior (the default): encodes VIEWS shifted and mirrored views of every training
+    photo and counts which code follows which. With --rate-weight, later rounds encode
+    rate-aware under the previous round's prices, so the tables match the codes compress
+    will choose; the weight is stored in OUT. Learned prior (--learned): trains the integer
+    context network on the index grids, then counts its contexts' tables.
+    Progress goes to stderr, one line at a time.
 
-    Example: vqcodec fit-prior default --data bsds500/train --val bsds500/val --out m.safetensors
+    Example: vqcodec fit-prior default --data bsds500/train --rate-weight 0.004 --out m.safetensors
     """
 
     from vqcodec.data import find_images
     from vqcodec.entropy.fitting import FitConfig, bits_per_stage, fit_learned_prior, index_grids
     from vqcodec.errors import DataError, OutputError
+    from vqcodec.train import RATE_PRIOR_ROUNDS, fit_prior as fit_counts, prior_view_choices
     from vqcodec.zoo import load_model, save_model
+    from vqcodec import pricing
 
-    if not 1 <= views <= 32:
-        raise typer.BadParameter("--views must be 1..32")
+    if views is None:
+        views = 16 if learned else 32
+    if learned and not 1 <= views <= 32:
+        raise typer.BadParameter("--views must be 1..32 for a learned prior")
+    if not learned and views not in prior_view_choices(8):
+        raise typer.BadParameter("--views must be 1, 2, 8 or 32 for a count prior")
     if steps < 1:
         raise typer.BadParameter("--steps must be at least 1")
+    if not rate_weight >= 0 or rate_weight == float("inf"):
+        raise typer.BadParameter("--rate-weight must be a number >= 0")
+    if learned and (rate_weight or rounds is not None):
+        raise typer.BadParameter("--rate-weight and --rounds apply to a count prior, not --learned")
+    if val is not None and not learned:
+        raise typer.BadParameter("--val applies to --learned (compare count priors with vqcodec bench)")
+    rounds = (RATE_PRIOR_ROUNDS if rate_weight > 0 else 1) if rounds is None else rounds
+    if rounds < 1:
+        raise typer.BadParameter("--rounds must be at least 1")
     if out.exists() and not force:
         raise OutputError(f"{out} exists (add --force to replace it)")
     base = load_model(model)
@@ -60,10 +81,24 @@ def fit_prior(
         err_console.print(f"[{time.time() - start:7.0f}s] {event['phase']}: {fields}", markup=False, highlight=False)
         sys.stderr.flush()
 
-    prior = fit_learned_prior(base.net, files, FitConfig(steps=steps, seed=seed), views=views, on_event=say)
-    save_model(base.net, prior, out)
-    report: dict[str, Any] = {"model": model, "data": str(data), "views": views, "steps": steps,
-                              "seconds": round(time.time() - start, 1)}
+    report: dict[str, Any] = {"model": model, "data": str(data), "views": views}
+    if learned:
+        prior = fit_learned_prior(base.net, files, FitConfig(steps=steps, seed=seed), views=views, on_event=say)
+        weights = None
+        report["steps"] = steps
+    else:
+        weights = pricing.stage_weights(base.config.num_stages, rate_weight)
+        total = rounds * len(files)
+        say({"phase": "counts", "images": len(files), "views": views, "rate_weight": rate_weight, "rounds": rounds})
+
+        def on_image(i: int) -> None:
+            if i % 20 == 0 or i == total:
+                say({"phase": "counts", "done": f"{i}/{total}"})
+
+        prior = fit_counts(base.net, files, "cpu", seed, views, on_image, weights, rounds)
+        report.update(rate_weight=rate_weight, rounds=rounds)
+    save_model(base.net, prior, out, weights)
+    report["seconds"] = round(time.time() - start, 1)
     if val is not None:
         grids = index_grids(base.net, find_images(val), 1)
         report["val_bits_per_stage"] = {"learned": bits_per_stage(prior, grids).round(4).tolist(),

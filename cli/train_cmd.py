@@ -51,8 +51,10 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
     views = m["views"]
     why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
         "; --prior-views 1, 2, 8 or 32 trades time for a better prior"
+    rounds = m.get("rounds", 1)
+    rate = f", {rounds} rounds of rate-aware coding at weight {m['rate_weight']:g}" if m.get("rate_weight") else ""
     return (f"fitting the entropy prior on {m['images']} training images, "
-            f"{views} view{'s' if views != 1 else ''} per image ({why})")
+            f"{views} view{'s' if views != 1 else ''} per image ({why}){rate}")
 
 
 class PlainProgress:
@@ -110,6 +112,13 @@ def train(
              "8 or 32 (grid offsets in steps of 4 or 2 pixels, each mirrored; 128 for 1 pixel). Cost grows with "
              "views. Default: the most, up to 32, whose pixels do not exceed those the run trains on "
              "(steps x batch size x crop^2); the log says which.", show_default=False)] = None,
+    rate_weight: Annotated[float, typer.Option(
+        help="Rate-aware coding: stages 2..S choose codes by squared latent error + this weight x bits in "
+             "context; the prior is counted on those codes and compress uses the weight (stored in the file). "
+             "0: nearest code.")] = 0.0,
+    prior_rounds: Annotated[Optional[int], typer.Option(
+        help="Prior fits: the first on greedy codes, each further one on the codes rate-aware coding picks under "
+             "the previous fit. Default: 1 at --rate-weight 0, else 4.", show_default=False)] = None,
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
@@ -129,7 +138,7 @@ def train(
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
-                          seed=seed, prior_views=prior_views)
+                          seed=seed, prior_views=prior_views, rate_weight=rate_weight, prior_rounds=prior_rounds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)
@@ -143,7 +152,7 @@ def train(
             event = m.get("event")
             if event == "phase" and m["phase"] == "prior":
                 progress.update(task, info="done")
-                prior_task.append(progress.add_task("prior", total=m["images"], info=f"entropy prior, {m['views']} view(s) per image"))
+                prior_task.append(progress.add_task("prior", total=m["images"] * m.get("rounds", 1), info=f"entropy prior, {m['views']} view(s) per image"))
             elif event == "phase":
                 progress.update(task, info=f"phase {m['phase']}")
             elif event == "prior":

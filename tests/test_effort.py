@@ -40,10 +40,10 @@ def test_wider_beams_lower_the_error() -> None:
 def test_beam_search_with_penalties_spends_fewer_penalised_codes() -> None:
     rvq = trained_like_rvq()
     x = torch.randn(2000, 8)
-    penalties = torch.zeros(4, 32)
-    penalties[:, 16:] = 1.0
+    prices = torch.zeros(32)
+    prices[16:] = 1.0
     plain = rvq.beam_encode(x, 4, 4)
-    priced = rvq.beam_encode(x, 4, 4, penalties)
+    priced = rvq.beam_encode(x, 4, 4, lambda stage, previous: prices)
     assert (priced >= 16).sum() < (plain >= 16).sum()
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqcodec import container, rate
+from vqcodec import container, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.effort import EFFORT_BEAMS, EFFORT_RATE_WEIGHTS, check_effort
@@ -127,22 +127,20 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
              rate_weight: float = 0.0, effort: int = 0) -> np.ndarray:
     """Index grids (quality, grid_h, grid_w) from latents; `rate_weight` > 0 trades distortion for bits.
 
-    Each code is scored by squared error + (rate_weight + the effort level's own weight) *
-    (-log2 p(code)), which lowers the rate smoothly between the qualities without retraining.
+    Each code is scored by squared error + lambda * its bits in its context under the prior
+    (`vqcodec.pricing`), with lambda per stage = the model's own rate weight + `rate_weight` + the
+    effort level's weight: this lowers the rate smoothly between the qualities without retraining.
     At `effort` > 0 the stages are searched together (beam search, `EFFORT_BEAMS`) instead of
     one after the other.
     """
-    weight = rate_weight + EFFORT_RATE_WEIGHTS[effort]
-    penalties = None
-    if weight > 0:
-        bits = np.stack([model.prior.code_bits(s) for s in range(quality)])
-        penalties = torch.from_numpy(bits).float() * weight
+    weights = model.rate_weights[:quality] + rate_weight + EFFORT_RATE_WEIGHTS[effort]
+    price = pricing.penalty(model.prior, weights)
     beam = EFFORT_BEAMS[effort]
     quantizer = model.net.quantizer
     if beam == 1:
-        chunks = [quantizer.encode(chunk, quality, penalties) for chunk in latents.split(QUANTIZE_ROWS)]
+        chunks = [quantizer.encode(chunk, quality, price) for chunk in latents.split(QUANTIZE_ROWS)]
     else:
-        chunks = [quantizer.beam_encode(chunk, quality, beam, penalties)
+        chunks = [quantizer.beam_encode(chunk, quality, beam, price)
                   for chunk in latents.split(max(1, QUANTIZE_ROWS // beam))]
     return torch.cat(chunks, dim=1).reshape(quality, *grid).numpy()
 
@@ -163,7 +161,7 @@ def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: i
     out = np.empty((height, width, 3), dtype=np.uint8)
     for rows, cols, hrows, hcols in _tiles(indices.shape[1], indices.shape[2], tile):
         grids = torch.from_numpy(np.ascontiguousarray(indices[:, hrows, hcols], dtype=np.int64))[None]
-        y = model.net.decode(grids)[0].mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+        y = model.decode(grids)[0].mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
         top, left = (rows.start - hrows.start) * s, (cols.start - hcols.start) * s
         r0, c0 = rows.start * s, cols.start * s
         r1, c1 = min(height, rows.stop * s), min(width, cols.stop * s)

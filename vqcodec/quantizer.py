@@ -12,6 +12,7 @@ several qualities.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -37,15 +38,23 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the L2-nearest codebook row for every row of `x` (ties go to the lowest index).
 
-    With `penalty` (one value per code), minimises distance + penalty instead: with
-    penalty = lambda * bits(code) this is entropy-constrained (rate-aware) quantization.
-    ||x||^2 is the same for every code of a row, so the comparison leaves it out and is
-    one fused multiply-add: ||c||^2 + penalty - 2 x.c.
+    With `penalty` (one value per code (K,), or per row and code (N, K)), minimises distance +
+    penalty instead: with penalty = lambda * bits(code) this is entropy-constrained (rate-aware)
+    quantization. ||x||^2 is the same for every code of a row, so the comparison leaves it out
+    and is one fused multiply-add: ||c||^2 + penalty - 2 x.c.
     """
     bias = codebook.pow(2).sum(1)
-    if penalty is not None:
+    if penalty is not None and penalty.dim() == 1:
         bias = bias + penalty
-    return torch.addmm(bias[None, :], x, codebook.t(), alpha=-2.0).argmin(dim=1)
+    scores = torch.addmm(bias[None, :], x, codebook.t(), alpha=-2.0)
+    if penalty is not None and penalty.dim() == 2:
+        scores += penalty
+    return scores.argmin(dim=1)
+
+
+Penalty = Callable[[int, "torch.Tensor | None"], "torch.Tensor | None"]
+"""Rate-aware coding's prices: (stage, the previous stage's codes of the rows (M,), None at stage 0)
+-> penalties to add to the squared distances, per code (K,) or per row and code (M, K), or None."""
 
 
 @dataclass
@@ -179,29 +188,31 @@ class ResidualVQ(nn.Module):
         return QuantizerOutput(straight_through, torch.stack(indices), commitment / n)
 
     def encode(self, x: torch.Tensor, num_stages: int | None = None,
-               penalties: torch.Tensor | None = None) -> torch.Tensor:
+               penalty: Penalty | None = None) -> torch.Tensor:
         """Indices (S, N) for (N, D) rows, greedy stage by stage.
 
-        `penalties` (S, K), when given, is added to the squared distances of each stage
-        (rate-aware quantization: lambda times each code's cost in bits).
+        `penalty`, when given, prices each stage's codes given the codes the stage before chose
+        (rate-aware quantization: lambda times each code's cost in bits in its context).
         """
         n = self.num_stages if num_stages is None else num_stages
         residual = x
-        indices = []
+        indices: list[torch.Tensor] = []
         for s, stage in enumerate(self.stages[:n]):
-            idx = stage.encode(residual, None if penalties is None else penalties[s])
+            price = None if penalty is None else penalty(s, indices[-1] if indices else None)
+            idx = stage.encode(residual, price)
             residual = residual - stage.lookup(idx)
             indices.append(idx)
         return torch.stack(indices)
 
     def beam_encode(self, x: torch.Tensor, num_stages: int, beam: int,
-                    penalties: torch.Tensor | None = None) -> torch.Tensor:
+                    penalty: Penalty | None = None) -> torch.Tensor:
         """Indices (S, N) for (N, D) rows by beam search over the stages.
 
         Greedy coding fixes each stage's code before seeing what the later stages can do with
         the residual. Beam search keeps, per row, the `beam` best partial codes (by squared
         error of the residual plus the summed penalties) and extends each by every code of the
-        next stage; the best complete code wins. `beam=1` is greedy coding.
+        next stage; the best complete code wins. `beam=1` is greedy coding. `penalty` prices each
+        beam's next code given that beam's own previous code.
         """
         n, _ = x.shape
         residual = x[:, None, :]  # (N, B, D)
@@ -209,19 +220,27 @@ class ResidualVQ(nn.Module):
         history: list[tuple[torch.Tensor, torch.Tensor]] = []  # (parent beam, code) per stage
         for s, stage in enumerate(self.stages[:num_stages]):
             cb = stage.codebook
+            k = cb.shape[0]
             b = residual.shape[1]
             flat = residual.reshape(n * b, -1)
+            previous = history[-1][1].reshape(-1) if history else None
+            price = None if penalty is None else penalty(s, previous)
             # ||r - c||^2 + penalty = (||c||^2 + penalty - 2 r.c) + ||r||^2, for every beam and code:
             # one matrix product over all beams, then the per-beam terms (N, B, K).
-            bias = cb.pow(2).sum(1) if penalties is None else cb.pow(2).sum(1) + penalties[s]
+            bias = cb.pow(2).sum(1)
+            if price is not None and price.dim() == 1:
+                bias = bias + price
             total = torch.addmm(bias[None, :], flat, cb.t(), alpha=-2.0).view(n, b, -1)
+            if price is not None and price.dim() == 2:
+                total += price.view(n, b, k)
             total += (flat.pow(2).sum(1).view(n, b) + cost)[..., None]
-            keep = min(beam, b * cb.shape[0])
+            keep = min(beam, b * k)
             best = total.reshape(n, -1).topk(keep, dim=1, largest=False, sorted=True).indices
-            parent, code = best // cb.shape[0], best % cb.shape[0]
+            parent, code = best // k, best % k
             residual = residual.gather(1, parent[..., None].expand(-1, -1, residual.shape[2])) - cb[code]
-            if penalties is not None:
-                cost = cost.gather(1, parent) + penalties[s][code]
+            cost = cost.gather(1, parent)
+            if price is not None:
+                cost = cost + (price[code] if price.dim() == 1 else price.view(n, b * k).gather(1, best))
             history.append((parent, code))
         # The best beam is first (topk sorted, distances are exact up to rounding; the last
         # stage's ranking already includes every term). Walk the parents back.

@@ -2,8 +2,9 @@
 
 A model file holds the network's tensors, the prior's integer tables (a count prior's counts as
 `prior.counts` and a context prior's code-to-group map `prior.groups`; a learned prior's tables
-and integer context network under `prior.learned.*`), and in its metadata the `ModelConfig` as
-JSON and a fingerprint: a
+and integer context network under `prior.learned.*`), the per-stage rate weights the prior was
+counted under (`prior.rate_weights`, float64; absent means greedy coding, all zero), and in its
+metadata the `ModelConfig` as JSON and a fingerprint: a
 SHA-256 over every tensor's name, dtype, shape and bytes plus the config. Loading
 recomputes the fingerprint and refuses a file whose content does not match it, and
 `.vqz` files name the fingerprint of the model that wrote them.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from safetensors import safe_open
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
+from vqcodec.inference import fast_decoder
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.registry import shipped_models
 from vqcodec.safe_io import write_bytes_atomic
@@ -34,17 +36,32 @@ DEFAULT_MODEL = "default"
 PRIOR_KEY = "prior.counts"
 GROUPS_KEY = "prior.groups"
 LEARNED_PREFIX = "prior.learned."
+RATE_KEY = "prior.rate_weights"
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
 
 
 @dataclass
 class CodecModel:
-    """A network in eval mode, its entropy prior and its identity."""
+    """A network in eval mode, its entropy prior, the encoder's rate weights and its identity.
+
+    `rate_weights` (one per stage) are the lambdas of rate-aware coding (`vqcodec.pricing`) that
+    the prior's tables were counted under, and that `compress` therefore uses.
+    """
 
     net: VQVAE
     prior: Prior
     fingerprint: bytes
+    rate_weights: np.ndarray
+    synthesis: torch.nn.Module = field(init=False, repr=False, compare=False)
+    """The decoder's faster inference form (`vqcodec.inference.fast_decoder`), built once."""
+
+    def __post_init__(self) -> None:
+        self.synthesis = fast_decoder(self.net.decoder)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w), through the fast synthesis."""
+        return self.net.decode(indices, self.synthesis)
 
     @property
     def config(self) -> ModelConfig:
@@ -65,8 +82,10 @@ def fingerprint(tensors: dict[str, torch.Tensor], config_json: str) -> bytes:
     return h.digest()
 
 
-def _state_tensors(net: VQVAE, prior: Prior) -> dict[str, torch.Tensor]:
+def _state_tensors(net: VQVAE, prior: Prior, rate_weights: np.ndarray | None) -> dict[str, torch.Tensor]:
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    if rate_weights is not None and np.any(rate_weights):
+        tensors[RATE_KEY] = torch.from_numpy(np.asarray(rate_weights, dtype=np.float64).copy())
     if isinstance(prior, LearnedPrior):
         for key, value in prior.tensors().items():
             tensors[LEARNED_PREFIX + key] = torch.from_numpy(np.ascontiguousarray(value).astype(np.int32))
@@ -77,11 +96,16 @@ def _state_tensors(net: VQVAE, prior: Prior) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str]) -> bytes:
-    """Write a model file atomically; returns its fingerprint."""
+def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
+               rate_weights: np.ndarray | None = None) -> bytes:
+    """Write a model file atomically; returns its fingerprint. `rate_weights` (one per stage, default
+    all zero) are the rate-aware coding weights the prior was counted under."""
     if prior.num_stages != net.config.num_stages or prior.counts.shape[-1] != net.config.codebook_size:
         raise ValueError("prior shape does not match the model's stages and codebook size")
-    tensors = _state_tensors(net, prior)
+    if rate_weights is not None and (np.shape(rate_weights) != (net.config.num_stages,)
+                                     or not np.all(np.isfinite(rate_weights)) or np.min(rate_weights) < 0):
+        raise ValueError("rate weights must be one finite value >= 0 per stage")
+    tensors = _state_tensors(net, prior, rate_weights)
     config_json = net.config.to_json()
     digest = fingerprint(tensors, config_json)
     meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
@@ -135,6 +159,7 @@ def _load(path: Path) -> CodecModel:
     if digest.hex() != meta["fingerprint"]:
         raise ModelError(f"{path}: content does not match its fingerprint (file altered or damaged)")
     try:
+        rate_weights = _read_rate_weights(tensors, config.num_stages)
         prior = _read_prior(tensors)
     except (ValueError, KeyError) as exc:
         raise ModelError(f"{path}: bad entropy prior ({exc})") from None
@@ -147,7 +172,17 @@ def _load(path: Path) -> CodecModel:
     # Channels-last convolutions run the encoder about 20% faster on CPU; the decoder keeps the
     # default layout, whose results are checked to be identical across thread counts.
     net.encoder.to(memory_format=torch.channels_last)
-    return CodecModel(net=net, prior=prior, fingerprint=digest)
+    return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights)
+
+
+def _read_rate_weights(tensors: dict[str, torch.Tensor], num_stages: int) -> np.ndarray:
+    """Take the rate weights out of a model file's tensors (all zero when it has none)."""
+    if RATE_KEY not in tensors:
+        return np.zeros(num_stages)
+    weights = tensors.pop(RATE_KEY).numpy().astype(np.float64)
+    if weights.shape != (num_stages,) or not np.all(np.isfinite(weights)) or weights.min() < 0:
+        raise ValueError("rate weights must be one finite value >= 0 per stage")
+    return weights
 
 
 def _read_prior(tensors: dict[str, torch.Tensor]) -> Prior:

@@ -13,7 +13,7 @@ Each stage is coded as its own stream, so a prefix of stages decodes without the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
@@ -79,6 +79,10 @@ class FrequencyPrior:
         """Cost in bits of every code of a stage (what rate-aware quantization weighs)."""
         return -np.log2(self.probabilities(stage))
 
+    def code_costs(self, stage: int, previous: np.ndarray | None = None) -> np.ndarray:
+        """float32 bits of every code of `stage` (K,): this prior has no context, so `previous` is unused."""
+        return self.code_bits(stage).astype(np.float32)
+
     def _model(self, stage: int) -> "constriction.stream.model.Categorical":
         return _categorical(self.counts[stage])
 
@@ -128,6 +132,7 @@ class ContextPrior:
 
     counts: np.ndarray
     groups: np.ndarray
+    _costs: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         counts, groups = np.asarray(self.counts), np.asarray(self.groups)
@@ -196,6 +201,19 @@ class ContextPrior:
         """Bits of every code of a stage under its marginal over contexts (for rate-aware quantization)."""
         total = self.counts[stage].sum(0) - (self.counts.shape[1] - 1)
         return -np.log2(total / total.sum())
+
+    def code_costs(self, stage: int, previous: np.ndarray | None = None) -> np.ndarray:
+        """float32 bits of every code of `stage` in each cell, (M, K), given the previous stage's codes
+        there (M,): what rate-aware quantization weighs, in the context the decoder will use.
+
+        Stage 0 (whose context, the row above, is chosen at the same time) and `previous` None give
+        the marginal over contexts (K,).
+        """
+        if stage == 0 or previous is None:
+            return self.code_bits(stage).astype(np.float32)
+        if stage not in self._costs:
+            self._costs[stage] = (-np.log2(self._table(stage))).astype(np.float32)
+        return np.take(self._costs[stage], self.groups[stage][previous], axis=0)
 
     def min_bits(self, stage: int) -> float:
         """Fewest bits any one symbol of this stage can cost, in any context."""

@@ -1,0 +1,147 @@
+"""Rate-aware coding priced in context: code costs, penalties, rate weights in model files, and their use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vqcodec
+from vqcodec import pricing
+from vqcodec.codec import decompress_indices, encode_indices
+from vqcodec.entropy import ContextPrior, FrequencyPrior
+from vqcodec.errors import ModelError
+from vqcodec.model import VQVAE
+from vqcodec.quantizer import ResidualVQ
+from vqcodec.zoo import load_model, save_model
+
+from tests.conftest import TINY, synthetic_image
+
+
+def context_prior(seed: int = 0) -> ContextPrior:
+    """A context prior for TINY with random skewed tables and 4 groups."""
+    rng = np.random.default_rng(seed)
+    k, s, g = TINY.codebook_size, TINY.num_stages, 4
+    counts = rng.integers(1, 50, size=(s, g + 1, k)) ** 2
+    groups = rng.integers(0, g, size=(s, k))
+    return ContextPrior(counts, groups)
+
+
+@pytest.fixture(scope="module")
+def priced_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("priced") / "priced.safetensors"
+    save_model(VQVAE(TINY).eval(), context_prior(), path, pricing.stage_weights(TINY.num_stages, 0.05))
+    return path
+
+
+def test_context_costs_are_the_table_row_of_each_cells_group() -> None:
+    prior = context_prior()
+    previous = np.array([0, 5, 15, 5])
+    costs = prior.code_costs(2, previous)
+    table = prior.counts[2] / prior.counts[2].sum(1, keepdims=True)
+    expected = -np.log2(table[prior.groups[2][previous]])
+    assert costs.shape == (4, TINY.codebook_size) and costs.dtype == np.float32
+    np.testing.assert_allclose(costs, expected, rtol=1e-6)
+    # Stage 0's context (the row above) is chosen at the same time: it is priced by its marginal.
+    np.testing.assert_allclose(prior.code_costs(0, previous), prior.code_bits(0), rtol=1e-6)
+
+
+def test_frequency_prior_prices_without_context() -> None:
+    prior = FrequencyPrior(np.arange(1, 17)[None].repeat(3, 0))
+    np.testing.assert_allclose(prior.code_costs(1, np.array([1, 2])), prior.code_bits(1), rtol=1e-6)
+
+
+def test_penalty_is_weight_times_costs_and_none_when_unweighted() -> None:
+    prior = context_prior()
+    assert pricing.penalty(prior, [0.0, 0.0, 0.0]) is None
+    price = pricing.penalty(prior, [0.0, 0.5, 2.0])
+    assert price is not None
+    assert price(0, None) is None
+    previous = torch.tensor([3, 7])
+    expected = 2.0 * torch.from_numpy(prior.code_costs(2, previous.numpy()))
+    assert torch.allclose(price(2, previous), expected)
+
+
+def test_contextual_penalty_in_beam_of_one_equals_greedy() -> None:
+    torch.manual_seed(0)
+    rvq = ResidualVQ(3, 16, 4)
+    for s, stage in enumerate(rvq.stages):
+        stage.codebook.copy_(torch.randn(16, 4) * 0.5 ** s)
+    price = pricing.penalty(context_prior(), [0.0, 0.3, 0.3])
+    x = torch.randn(400, 4)
+    greedy = rvq.encode(x, 3, price)
+    assert torch.equal(rvq.beam_encode(x, 3, 1, price), greedy)
+    assert not torch.equal(greedy, rvq.encode(x, 3))
+
+
+def test_priced_beam_search_pays_the_price_of_each_beams_own_context() -> None:
+    """A code that is free after code 0 and dear after any other: the search follows the cheap path."""
+    torch.manual_seed(1)
+    rvq = ResidualVQ(2, 8, 2)
+    for stage in rvq.stages:
+        stage.codebook.copy_(torch.randn(8, 2))
+
+    def price(stage: int, previous: torch.Tensor | None) -> torch.Tensor | None:
+        if previous is None:
+            return None
+        out = torch.full((previous.shape[0], 8), 100.0)
+        out[previous == 0] = 0.0
+        return out
+
+    x = torch.randn(300, 2)
+    codes = rvq.beam_encode(x, 2, 8, price)
+    assert (codes[0] == 0).all()
+
+
+def test_rate_weights_round_trip_and_default_to_zero(priced_model_path: Path, tiny_model) -> None:
+    model = load_model(priced_model_path)
+    np.testing.assert_array_equal(model.rate_weights, [0.0, 0.05, 0.05])
+    np.testing.assert_array_equal(tiny_model.rate_weights, np.zeros(TINY.num_stages))
+
+
+@pytest.mark.parametrize("weights", [[0.1, 0.1], [0.0, -1.0, 0.0], [0.0, np.nan, 0.0]])
+def test_bad_rate_weights_are_refused(tmp_path: Path, weights) -> None:
+    with pytest.raises(ValueError):
+        save_model(VQVAE(TINY).eval(), context_prior(), tmp_path / "m.safetensors", np.array(weights))
+
+
+def test_damaged_rate_weights_in_a_file_are_refused(priced_model_path: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save
+    from safetensors import safe_open
+    from vqcodec.zoo import fingerprint
+
+    tensors = load_file(str(priced_model_path))
+    with safe_open(str(priced_model_path), framework="pt") as f:
+        meta = f.metadata()
+    tensors["prior.rate_weights"] = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
+    meta["fingerprint"] = fingerprint(tensors, meta["config"]).hex()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(save(tensors, metadata=meta))
+    with pytest.raises(ModelError, match="rate weights"):
+        load_model(bad)
+
+
+def test_compress_codes_with_the_models_rate_weights(priced_model_path: Path, tmp_path: Path) -> None:
+    priced = load_model(priced_model_path)
+    plain_path = tmp_path / "plain.safetensors"
+    save_model(priced.net, priced.prior, plain_path)
+    plain = load_model(plain_path)
+    rgb = np.asarray(synthetic_image(size=(96, 64), seed=3))
+    priced_codes = encode_indices(priced, rgb, 3)
+    plain_codes = encode_indices(plain, rgb, 3)
+    np.testing.assert_array_equal(priced_codes[0], plain_codes[0])  # stage 1 is unpriced
+    assert not np.array_equal(priced_codes, plain_codes)
+    assert priced.prior.ideal_bits(priced_codes) < plain.prior.ideal_bits(plain_codes)
+
+
+def test_priced_greedy_coding_keeps_prefixes_equal_to_direct_encodes(priced_model_path: Path) -> None:
+    """Each stage's prices depend only on earlier stages, so a quality-q prefix is the quality-q file."""
+    model = load_model(priced_model_path)
+    image = synthetic_image(size=(96, 64), seed=4)
+    full = vqcodec.compress(image, model, 3, effort=0)
+    for q in (1, 2):
+        np.testing.assert_array_equal(decompress_indices(full, model, quality=q)[2],
+                                      decompress_indices(vqcodec.compress(image, model, q, effort=0), model)[2])
