@@ -19,8 +19,8 @@ def fit_prior(
     data: Annotated[Path, typer.Option("--data", help="Folder of training photos (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write: the same network with the new prior.")],
     val: Annotated[Optional[Path], typer.Option("--val", help="Learned prior: folder of validation photos; bits per cell of every stage (greedy codes), learned against the model's own prior, written to OUT.json.")] = None,
-    rate_weight: Annotated[float, typer.Option(help="Count prior: rate-aware coding weight of stages 2..S (squared latent error + weight x bits in context); the prior is counted on the codes it picks and compress uses it. 0: nearest code.")] = 0.0,
-    rounds: Annotated[Optional[int], typer.Option(help="Count prior: fits, the first on greedy codes, each further one on the codes picked under the previous fit. Default: 1 at --rate-weight 0, else 4.", show_default=False)] = None,
+    rate_weights: Annotated[str, typer.Option(help="Count prior: rate-aware coding weights of stages 2..S (squared latent error + weight x bits in context), one for all or comma-separated, one per stage; the prior is counted on the codes they pick and compress uses them. Empty: nearest code.")] = "",
+    rounds: Annotated[Optional[int], typer.Option(help="Count prior: fits, the first on greedy codes, each further one on the codes picked under the previous fit. Default: 1 without --rate-weights, else 4.", show_default=False)] = None,
     learned: Annotated[bool, typer.Option("--learned", help="Fit a learned prior (integer context network) instead of a count prior.")] = False,
     steps: Annotated[int, typer.Option(help="Learned prior: training steps of the context network.")] = 1500,
     views: Annotated[Optional[int], typer.Option(help="Grid-offset views encoded per training image: 1, 2, 8 or 32 for a count prior (default 32), 1 to 32 for a learned one (default 16). More views, fuller tables, longer run.", show_default=False)] = None,
@@ -30,13 +30,13 @@ def fit_prior(
     """Fit a new entropy prior for a trained model and write the model with it.
 
     Count prior (the default): encodes VIEWS shifted and mirrored views of every training
-    photo and counts which code follows which. With --rate-weight, later rounds encode
+    photo and counts which code follows which. With --rate-weights, later rounds encode
     rate-aware under the previous round's prices, so the tables match the codes compress
-    will choose; the weight is stored in OUT. Learned prior (--learned): trains the integer
+    will choose; the weights are stored in OUT. Learned prior (--learned): trains the integer
     context network on the index grids, then counts its contexts' tables.
     Progress goes to stderr, one line at a time.
 
-    Example: vqcodec fit-prior default --data bsds500/train --rate-weight 0.004 --out m.safetensors
+    Example: vqcodec fit-prior default --data bsds500/train --rate-weights 0.004 --out m.safetensors
     """
 
     from vqcodec.data import find_images
@@ -54,18 +54,20 @@ def fit_prior(
         raise typer.BadParameter("--views must be 1, 2, 8 or 32 for a count prior")
     if steps < 1:
         raise typer.BadParameter("--steps must be at least 1")
-    if not rate_weight >= 0 or rate_weight == float("inf"):
-        raise typer.BadParameter("--rate-weight must be a number >= 0")
-    if learned and (rate_weight or rounds is not None):
-        raise typer.BadParameter("--rate-weight and --rounds apply to a count prior, not --learned")
+    if learned and (rate_weights or rounds is not None):
+        raise typer.BadParameter("--rate-weights and --rounds apply to a count prior, not --learned")
     if val is not None and not learned:
         raise typer.BadParameter("--val applies to --learned (compare count priors with vqcodec bench)")
-    rounds = (RATE_PRIOR_ROUNDS if rate_weight > 0 else 1) if rounds is None else rounds
-    if rounds < 1:
+    if rounds is not None and rounds < 1:
         raise typer.BadParameter("--rounds must be at least 1")
     if out.exists() and not force:
         raise OutputError(f"{out} exists (add --force to replace it)")
     base = load_model(model)
+    try:
+        weights = pricing.stage_weights(base.config.num_stages, pricing.parse_weights(rate_weights))
+    except ValueError as exc:
+        raise typer.BadParameter(f"--rate-weights: {exc}") from None
+    rounds = (RATE_PRIOR_ROUNDS if weights.any() else 1) if rounds is None else rounds
     files = find_images(data)
     if not files:
         raise DataError(f"{data}: no readable images")
@@ -87,16 +89,16 @@ def fit_prior(
         weights = None
         report["steps"] = steps
     else:
-        weights = pricing.stage_weights(base.config.num_stages, rate_weight)
         total = rounds * len(files)
-        say({"phase": "counts", "images": len(files), "views": views, "rate_weight": rate_weight, "rounds": rounds})
+        say({"phase": "counts", "images": len(files), "views": views, "rate_weights": rate_weights or "0",
+             "rounds": rounds})
 
         def on_image(i: int) -> None:
             if i % 20 == 0 or i == total:
                 say({"phase": "counts", "done": f"{i}/{total}"})
 
         prior = fit_counts(base.net, files, "cpu", seed, views, on_image, weights, rounds)
-        report.update(rate_weight=rate_weight, rounds=rounds)
+        report.update(rate_weights=weights.tolist(), rounds=rounds)
     save_model(base.net, prior, out, weights)
     report["seconds"] = round(time.time() - start, 1)
     if val is not None:

@@ -52,7 +52,8 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
     why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
         "; --prior-views 1, 2, 8 or 32 trades time for a better prior"
     rounds = m.get("rounds", 1)
-    rate = f", {rounds} rounds of rate-aware coding at weight {m['rate_weight']:g}" if m.get("rate_weight") else ""
+    weights = ",".join(f"{w:g}" for w in m.get("rate_weights", ()))
+    rate = f", {rounds} rounds of rate-aware coding at weights {weights}" if weights else ""
     return (f"fitting the entropy prior on {m['images']} training images, "
             f"{views} view{'s' if views != 1 else ''} per image ({why}){rate}")
 
@@ -112,13 +113,13 @@ def train(
              "8 or 32 (grid offsets in steps of 4 or 2 pixels, each mirrored; 128 for 1 pixel). Cost grows with "
              "views. Default: the most, up to 32, whose pixels do not exceed those the run trains on "
              "(steps x batch size x crop^2); the log says which.", show_default=False)] = None,
-    rate_weight: Annotated[float, typer.Option(
-        help="Rate-aware coding: stages 2..S choose codes by squared latent error + this weight x bits in "
-             "context; the prior is counted on those codes and compress uses the weight (stored in the file). "
-             "0: nearest code.")] = 0.0,
+    rate_weights: Annotated[str, typer.Option(
+        help="Rate-aware coding: stages 2..S choose codes by squared latent error + weight x bits in context "
+             "(one weight for all, or comma-separated, one per stage); the prior is counted on those codes and "
+             "compress uses the weights (stored in the file). Empty: nearest code.")] = "",
     prior_rounds: Annotated[Optional[int], typer.Option(
         help="Prior fits: the first on greedy codes, each further one on the codes rate-aware coding picks under "
-             "the previous fit. Default: 1 at --rate-weight 0, else 4.", show_default=False)] = None,
+             "the previous fit. Default: 1 without --rate-weights, else 4.", show_default=False)] = None,
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
@@ -130,15 +131,17 @@ def train(
     Example: vqcodec train --data photos/ --val val/ --steps 200 --out m.safetensors
     """
     from vqcodec.model import ModelConfig  # here, so other commands start without torch
+    from vqcodec.pricing import parse_weights
     from vqcodec.train import TrainConfig, train as run_training
 
     model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
                         description=f"trained by vqcodec train on {data}")
     try:
+        weights = parse_weights(rate_weights)
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
-                          seed=seed, prior_views=prior_views, rate_weight=rate_weight, prior_rounds=prior_rounds)
+                          seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)

@@ -170,7 +170,7 @@ def test_fit_prior_command_writes_a_model_that_codes_with_its_learned_prior(tmp_
     out = tmp_path / "learned.safetensors"
     vqcodec_cli = [sys.executable, "-c", "from vqcodec.cli.main import main; main()"]
     args = ["fit-prior", str(tiny_model_path), "--data", str(data), "--val", str(data), "--out", str(out),
-            "--steps", "4", "--views", "2"]
+            "--learned", "--steps", "4", "--views", "2"]
     done = subprocess.run([*vqcodec_cli, *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "network:" in done.stderr and "wrote" in done.stderr

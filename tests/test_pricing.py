@@ -33,7 +33,7 @@ def context_prior(seed: int = 0) -> ContextPrior:
 def priced_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("priced") / "priced.safetensors"
-    save_model(VQVAE(TINY).eval(), context_prior(), path, pricing.stage_weights(TINY.num_stages, 0.05))
+    save_model(VQVAE(TINY).eval(), context_prior(), path, pricing.stage_weights(TINY.num_stages, [0.05]))
     return path
 
 
@@ -145,3 +145,37 @@ def test_priced_greedy_coding_keeps_prefixes_equal_to_direct_encodes(priced_mode
     for q in (1, 2):
         np.testing.assert_array_equal(decompress_indices(full, model, quality=q)[2],
                                       decompress_indices(vqcodec.compress(image, model, q, effort=0), model)[2])
+
+
+def _run_cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from vqcodec.cli.main import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_path: Path) -> None:
+    """`vqcodec fit-prior --rate-weights`: a context prior counted in rounds, with the weights in the file."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        synthetic_image(size=(64, 48), seed=i).save(data / f"p{i}.png")
+    out = tmp_path / "priced.safetensors"
+    done = _run_cli("fit-prior", str(tiny_model_path), "--data", str(data), "--out", str(out),
+                    "--rate-weights", "0.05,0.1", "--rounds", "2", "--views", "2")
+    assert done.returncode == 0, done.stderr
+    assert "counts: done 6/6" in done.stderr
+    model = load_model(out)
+    assert isinstance(model.prior, ContextPrior)
+    np.testing.assert_array_equal(model.rate_weights, [0.0, 0.05, 0.1])
+    image = synthetic_image(size=(40, 24), seed=9)
+    assert vqcodec.decompress(vqcodec.compress(image, model=model), model=model).size == image.size
+
+
+@pytest.mark.parametrize("weights", ["0.1,0.2,0.3", "-1", "abc"])
+def test_fit_prior_refuses_bad_rate_weights_in_one_line(tmp_path: Path, tiny_model_path: Path, weights: str) -> None:
+    done = _run_cli("fit-prior", str(tiny_model_path), "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"),
+                    "--rate-weights", weights)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "--rate-weights" in done.stderr

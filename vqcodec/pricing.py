@@ -48,9 +48,23 @@ def penalty(prior: PricedPrior, weights: Sequence[float], device: torch.device |
     return price
 
 
-def stage_weights(num_stages: int, weight: float, first: float = 0.0) -> np.ndarray:
-    """Per-stage rate weights: `first` for stage 1 (coded row by row, priced by its marginal only), `weight`
-    for every later stage."""
-    out = np.full(num_stages, float(weight))
-    out[0] = first
+def stage_weights(num_stages: int, weights: Sequence[float] = ()) -> np.ndarray:
+    """Per-stage rate weights (num_stages,): stage 1 is 0 (its context, the row above, is chosen in the same
+    pass, so it is not priced); `weights` gives stages 2..S, one value for all of them or one each.
+    Empty: all 0 (greedy coding)."""
+    out = np.zeros(num_stages)
+    values = [float(w) for w in weights]
+    if len(values) not in (0, 1, num_stages - 1):
+        raise ValueError(f"give one rate weight or {num_stages - 1} (stages 2..{num_stages}), not {len(values)}")
+    if not all(np.isfinite(values)) or any(w < 0 for w in values):
+        raise ValueError("rate weights must be numbers >= 0")
+    out[1:] = values if values else 0.0
     return out
+
+
+def parse_weights(text: str) -> tuple[float, ...]:
+    """Rate weights from the command line: one number, or comma-separated numbers for stages 2..S."""
+    try:
+        return tuple(float(part) for part in text.split(",")) if text.strip() else ()
+    except ValueError:
+        raise ValueError(f"rate weights must be numbers separated by commas, got {text!r}") from None

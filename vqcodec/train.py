@@ -76,12 +76,12 @@ class TrainConfig:
     seed: int = 0
     prior_views: int | None = None
     """Views of each training image the prior is counted over (`prior_view_choices`); None: `auto_prior_views`."""
-    rate_weight: float = 0.0
-    """Rate-aware coding weight of stages 2..S (`vqcodec.pricing`) the prior is counted under; stored in the
-    model file, so `compress` codes with it. 0: greedy nearest-neighbour coding."""
+    rate_weights: tuple[float, ...] = ()
+    """Rate-aware coding weights of stages 2..S (`vqcodec.pricing.stage_weights`: one for all, or one each)
+    the prior is counted under; stored in the model file, so `compress` codes with them. Empty: greedy."""
     prior_rounds: int | None = None
     """Prior fits: the first counts greedy codes, each further one the codes chosen under the previous fit's
-    prices. None: 1 at rate weight 0, else `RATE_PRIOR_ROUNDS`."""
+    prices. None: 1 without rate weights, else `RATE_PRIOR_ROUNDS`."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -93,10 +93,9 @@ class TrainConfig:
             self.pretrain_steps = 0 if self.init is not None else self.steps // 10
         if self.pretrain_steps >= self.steps:
             raise ValueError("--pretrain-steps must be smaller than --steps")
-        if not (self.rate_weight >= 0 and math.isfinite(self.rate_weight)):
-            raise ValueError(f"--rate-weight must be a number >= 0, got {self.rate_weight}")
+        weights = pricing.stage_weights(self.model.num_stages, self.rate_weights)
         if self.prior_rounds is None:
-            self.prior_rounds = RATE_PRIOR_ROUNDS if self.rate_weight > 0 else 1
+            self.prior_rounds = RATE_PRIOR_ROUNDS if weights.any() else 1
         if self.prior_rounds < 1:
             raise ValueError(f"--prior-rounds must be at least 1, got {self.prior_rounds}")
         choices = prior_view_choices(self.model.stride)
@@ -539,7 +538,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
             views, chosen = auto_prior_views(cfg.model.stride, _image_pixels(files), cfg.steps, cfg.batch_size,
                                              cfg.crop, rank.world), "auto"
         record = {"step": step, "views": views, "views_chosen": chosen, "images": len(files),
-                  "rate_weight": cfg.rate_weight, "rounds": cfg.prior_rounds}
+                  "rate_weights": list(cfg.rate_weights), "rounds": cfg.prior_rounds}
         _write_log(cfg.log, {"event": "prior", **record})
         event({"event": "phase", "phase": "prior", **record})
 
@@ -547,7 +546,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
             event({"event": "prior", "step": step, "image": i, "images": len(files) * rounds, "views": views})
 
         rounds = cfg.prior_rounds
-        weights = pricing.stage_weights(cfg.model.num_stages, cfg.rate_weight)
+        weights = pricing.stage_weights(cfg.model.num_stages, cfg.rate_weights)
         prior = fit_prior(net, files, device, cfg.seed, views, on_image, weights, rounds)
         save_model(net.cpu(), prior, cfg.out, weights)
         _write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
