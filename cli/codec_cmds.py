@@ -28,6 +28,10 @@ Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Output fi
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name or model file path.")]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (each gets its share of the cores).")]
+Threads = Annotated[Optional[int], typer.Option(
+    "--threads", "-t", min=1, show_default=False,
+    help="Threads of each process for the networks. Default: every core for one process, the cores shared "
+         "out among --jobs.")]
 Shard = Annotated[Optional[str], typer.Option(
     "--shard", metavar="K/N",
     help="Process only shard K of N (K = 0..N-1): every N-th file of the sorted list, from the K-th; "
@@ -57,7 +61,7 @@ def _shard(tasks: list[Task], shard: str | None) -> list[Task]:
     return mine
 
 
-def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> None:
+def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int, threads: int | None) -> None:
     """Run a batch with one progress bar, a line per file, a summary for batches; exit 1 if any failed."""
     from vqcodec.batch import Summary
 
@@ -69,7 +73,7 @@ def _execute(action: str, tasks: list[Task], settings: Settings, jobs: int) -> N
     quiet = len(tasks) < 2 or not err_console.is_terminal
     with Progress(*columns, console=err_console, transient=True, disable=quiet) as progress:
         bar = progress.add_task(action, total=len(tasks))
-        for o in batch.run(action, tasks, settings, jobs):
+        for o in batch.run(action, tasks, settings, jobs, threads):
             outcomes.append(o)
             for warning in o.warnings:
                 print_warning(printable(warning))
@@ -95,6 +99,7 @@ def compress(
     target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
     effort: Annotated[int, typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, help="Encoder search, 0 (greedy, fastest) to 4 (slowest, best image for its size); decoding is the same.")] = DEFAULT_EFFORT,
     jobs: Jobs = 1,
+    threads: Threads = None,
     shard: Shard = None,
     max_pixels: MaxPixels = MAX_INPUT_PIXELS,
     force: Force = False,
@@ -121,7 +126,7 @@ def compress(
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
     tasks = _shard(batch.plan(inputs, output, ".vqz", batch.is_image), shard)
     _execute("compress", tasks, Settings(model=model, quality=quality, force=force, max_pixels=max_pixels,
-                                                        target_bpp=target_bpp, effort=effort), jobs)
+                                                        target_bpp=target_bpp, effort=effort), jobs, threads)
 
 
 def decompress(
@@ -131,6 +136,7 @@ def decompress(
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Decode only the first Q stages of the file (coarser image).")] = None,
     model: ModelOpt = None,
     jobs: Jobs = 1,
+    threads: Threads = None,
     shard: Shard = None,
     max_pixels: MaxPixels = MAX_INPUT_PIXELS,
     force: Force = False,
@@ -162,7 +168,7 @@ def decompress(
     name = name or "png"
     tasks = _shard(batch.plan(inputs, output, ".decoded." + name, batch.is_vqz), shard)
     _execute("decompress", tasks, Settings(model=model, quality=quality, fmt=name, force=force, max_pixels=max_pixels),
-             jobs)
+             jobs, threads)
 
 
 def info(inputs: Inputs) -> None:

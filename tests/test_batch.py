@@ -157,3 +157,19 @@ def test_bpp_comes_from_the_compressed_size_whatever_the_names(tmp_path: Path, t
     assert o.bpp == pytest.approx(8 * o.bytes_out / (40 * 30))
     d = batch.decompress_task(batch.Task(tmp_path / "out.png", tmp_path / "back.vqz"), tiny_model, batch.Settings())
     assert d.bpp == pytest.approx(o.bpp)
+
+
+def test_threads_set_the_networks_threads_and_zero_is_a_usage_error(tmp_path: Path, tiny_model_path: Path) -> None:
+    import torch
+
+    src = tmp_path / "a.png"
+    noise_image(32, 24).save(src)
+    before = torch.get_num_threads()
+    try:
+        tasks = batch.plan([src], None, ".vqz", lambda p: True)
+        outcomes = list(batch.run("compress", tasks, batch.Settings(model=str(tiny_model_path)), threads=1))
+        assert outcomes[0].error is None and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    done = subprocess.run([VQCODEC, "compress", str(src), "--threads", "0"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

@@ -218,13 +218,20 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run(action: str, tasks: list[Task], settings: Settings, jobs: int = 1) -> Iterator[Outcome]:
-    """Execute tasks, yielding outcomes as they finish; `jobs` > 1 uses that many processes."""
+def run(action: str, tasks: list[Task], settings: Settings, jobs: int = 1,
+        threads: int | None = None) -> Iterator[Outcome]:
+    """Execute tasks, yielding outcomes as they finish; `jobs` > 1 uses that many processes.
+
+    `threads`: torch threads of each process (None: in this process, torch's default, every core;
+    in workers, the cores shared out among the jobs).
+    """
     if jobs <= 1 or len(tasks) <= 1:
+        if threads is not None:
+            _init_worker(threads)
         for task in tasks:
             yield _attempt(action, task, settings)
         return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
         pending: set[Future[Outcome]] = {pool.submit(_attempt, action, t, settings) for t in tasks}
