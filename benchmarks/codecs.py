@@ -111,12 +111,12 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
 
     fp = loaded.fingerprint.hex()
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
-    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}), quality = residual stages kept, "
-                   f"encoder effort {level} (beam {EFFORT_BEAMS[level]})")
+    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}), quality = residual stages kept (above the "
+                   f"stage count: every stage, bits priced less), encoder effort {level} (beam {EFFORT_BEAMS[level]})")
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level,
                 "vqz_format": container.VERSION}
-    return Codec(name, description, "quality", tuple(range(1, loaded.config.num_stages + 1)), encode, decode,
-                 identity)
+    qualities = tuple(range(1, len(vq.quality_levels(loaded)) + 1))
+    return Codec(name, description, "quality", qualities, encode, decode, identity)
 
 
 def registry(threads: int = 1, model_files: dict[str, str] | None = None) -> dict[str, Callable[[], Codec]]:

@@ -179,3 +179,22 @@ def test_fit_prior_refuses_bad_rate_weights_in_one_line(tmp_path: Path, tiny_mod
                     "--rate-weights", weights)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--rate-weights" in done.stderr
+
+
+def test_priced_models_have_lighter_priced_top_qualities(priced_model_path: Path, tiny_model) -> None:
+    from vqcodec.codec import check_quality, quality_levels
+
+    priced = load_model(priced_model_path)
+    s = TINY.num_stages
+    assert quality_levels(tiny_model) == tuple((q, 1.0) for q in range(1, s + 1))
+    levels = quality_levels(priced)
+    assert levels == tuple((q, 1.0) for q in range(1, s + 1)) + tuple((s, x) for x in pricing.TOP_SCALES)
+    assert check_quality(priced, len(levels)) == len(levels)
+    with pytest.raises(vqcodec.ArgumentError):
+        check_quality(tiny_model, s + 1)
+    image = synthetic_image(size=(96, 64), seed=5)
+    files = [vqcodec.compress(image, priced, q) for q in range(s, len(levels) + 1)]
+    grids = [decompress_indices(f, priced)[2] for f in files]
+    assert all(g.shape[0] == s for g in grids)
+    bits = [priced.prior.ideal_bits(g) for g in grids]
+    assert bits[0] <= bits[1] <= bits[2] and bits[0] < bits[2]

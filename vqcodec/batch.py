@@ -161,8 +161,11 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
         seconds = time.perf_counter() - t0
     write_bytes_atomic(task.dst, data, overwrite=settings.force, inputs=[task.src])
     header = codec.info(data).header
-    return Outcome(task, task.src.stat().st_size, len(data), header.width * header.height, seconds,
-                   f"quality {header.stages}", compressed=len(data))
+    asked = settings.quality if settings.target_bpp is None else None
+    what = f"quality {header.stages}" if asked is None or asked == header.stages else \
+        f"quality {asked} ({header.stages} stages)"
+    return Outcome(task, task.src.stat().st_size, len(data), header.width * header.height, seconds, what,
+                   compressed=len(data))
 
 
 def decompress_task(task: Task, model: CodecModel | None, settings: Settings) -> Outcome:

@@ -2,8 +2,9 @@
 
 The image is padded (edge replication) to a multiple of the encoder's stride,
 encoded to one index grid per residual stage, and every grid is range-coded under
-the model's prior. Quality is the number of stages kept, 1 (smallest) to the
-model's stage count (best). Decoding can stop at any prefix of the stored stages.
+the model's prior. Quality 1 (smallest) to the model's stage count is the number of
+stages kept; a model with rate weights has higher qualities that keep every stage and
+price bits less (`quality_levels`). Decoding can stop at any prefix of the stored stages.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PIL import Image
 from vqcodec import container, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
-from vqcodec.effort import EFFORT_BEAMS, EFFORT_RATE_WEIGHTS, check_effort
+from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
@@ -29,9 +30,21 @@ from vqcodec.registry import find_shipped
 from vqcodec.text import printable
 from vqcodec.zoo import CodecModel, ModelLike, as_model
 
+def quality_levels(model: CodecModel) -> tuple[tuple[int, float], ...]:
+    """`compress`'s qualities, from 1: (stages, scale of the model's rate weights) for each.
+
+    Qualities 1..S code that many stages at the model's rate weights, so a file's quality-q prefix is
+    the quality-q file. A model with rate weights has further qualities above S: all S stages at
+    lighter weights (`pricing.TOP_SCALES`), more bits for a more faithful image.
+    """
+    stages = model.config.num_stages
+    top = pricing.TOP_SCALES if np.any(model.rate_weights) else ()
+    return tuple((q, 1.0) for q in range(1, stages + 1)) + tuple((stages, scale) for scale in top)
+
+
 def default_quality(model: CodecModel) -> int:
-    """The quality used when none is given: the middle of the model's range."""
-    return (model.config.num_stages + 1) // 2
+    """The quality used when none is given: the middle of the model's qualities (5 of 10 for `default`)."""
+    return (len(quality_levels(model)) + 1) // 2
 
 
 def _integer(value: object) -> int | None:
@@ -46,7 +59,7 @@ def check_quality(model: CodecModel, quality: int | None) -> int:
     """`quality` validated against the model (None gives the default)."""
     if quality is None:
         return default_quality(model)
-    top = model.config.num_stages
+    top = len(quality_levels(model))
     q = _integer(quality)
     if q is None or not 1 <= q <= top:
         raise ArgumentError(f"quality must be an integer 1..{top} for model '{model.name}', got {quality!r}")
@@ -124,16 +137,17 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
 
 @torch.inference_mode()
 def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], quality: int,
-             rate_weight: float = 0.0, effort: int = 0) -> np.ndarray:
-    """Index grids (quality, grid_h, grid_w) from latents; `rate_weight` > 0 trades distortion for bits.
+             rate_weight: float = 0.0, effort: int = 0, scale: float = 1.0) -> np.ndarray:
+    """Index grids (quality, grid_h, grid_w) of `quality` stages from latents; `rate_weight` > 0 trades
+    distortion for bits.
 
     Each code is scored by squared error + lambda * its bits in its context under the prior
-    (`vqcodec.pricing`), with lambda per stage = the model's own rate weight + `rate_weight` + the
-    effort level's weight: this lowers the rate smoothly between the qualities without retraining.
+    (`vqcodec.pricing`), with lambda per stage = the model's own rate weight x `scale` + `rate_weight`:
+    `rate_weight` lowers the rate smoothly between the qualities without retraining.
     At `effort` > 0 the stages are searched together (beam search, `EFFORT_BEAMS`) instead of
     one after the other.
     """
-    weights = model.rate_weights[:quality] + rate_weight + EFFORT_RATE_WEIGHTS[effort]
+    weights = model.rate_weights[:quality] * scale + rate_weight
     price = pricing.penalty(model.prior, weights)
     beam = EFFORT_BEAMS[effort]
     quantizer = model.net.quantizer
@@ -185,7 +199,7 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     `image` is a PIL image, a path, a binary file object (as `PIL.Image.open` takes)
     or the bytes of an image file.
     `model` is a loaded `CodecModel`, a shipped model's name or a model file path
-    (None: the default model). `quality` runs from 1 to the model's stage count.
+    (None: the default model). `quality` runs from 1 to `len(quality_levels(model))`.
     `target_bpp` instead searches quality and rate-aware quantization for a file of
     that many bits per pixel (header included), within 2% when the model can reach it;
     otherwise the nearest reachable size, with a `RateWarning` that says what was reached.
@@ -205,19 +219,22 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     height, width = prepared.rgb.shape[:2]
     grid = grid_shape(m, width, height)
     latents = embed(m, prepared.rgb)
+    levels = quality_levels(m)
     if target_bpp is None:
-        return _pack(m, prepared, quantize(m, latents, grid, quality, effort=level))
+        stages, scale = levels[quality - 1]
+        return _pack(m, prepared, quantize(m, latents, grid, stages, effort=level, scale=scale))
     files: dict[tuple[int, float], bytes] = {}
 
     @torch.inference_mode()
     def measure(q: int, weight: float) -> tuple[int, float]:
-        indices = quantize(m, latents, grid, q, weight, level)
+        stages, scale = levels[q - 1]
+        indices = quantize(m, latents, grid, stages, weight, level, scale)
         files[q, weight] = _pack(m, prepared, indices)
-        error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(q, -1)))
+        error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(stages, -1)))
         return len(files[q, weight]), float(error.pow(2).sum())
 
     target_size = target_bpp * width * height / 8
-    point = rate.search(measure, m.config.num_stages, target_size)
+    point = rate.search(measure, len(levels), target_size)
     if abs(point.size - target_size) > rate.TOLERANCE * target_size:
         warnings.warn(f"{describe(image)}: target {target_bpp:g} bpp is out of reach for model '{m.name}'; "
                       f"reached {8 * point.size / (width * height):.4f} bpp (quality {point.quality})",
