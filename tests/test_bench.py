@@ -125,3 +125,15 @@ def test_psnr_and_ms_ssim_on_known_pairs() -> None:
     assert psnr(a, a) == math.inf
     assert ms_ssim(as_tensor(a), a) == pytest.approx(1.0, abs=1e-6)
     assert ms_ssim(as_tensor(a), 255 - a) < 0.5
+
+
+def test_profile_times_every_phase(tmp_path, tiny_model_path) -> None:
+    from tests.conftest import synthetic_image
+    from vqcodec.bench.profile import profile
+
+    path = tmp_path / "p.png"
+    synthetic_image(size=(48, 64), seed=1).save(path)
+    rows = profile(path, str(tiny_model_path), None, 1)
+    names = [name for name, _ in rows]
+    assert "encoder network" in names and "decompress (whole)" in names
+    assert all(ms > 0 for _, ms in rows)
