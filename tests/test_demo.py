@@ -34,11 +34,15 @@ def images(tmp_path: Path) -> list[Path]:
 
 
 def test_default_qualities_span_the_model(default_model: CodecModel, tiny_model: CodecModel) -> None:
+    from vqcodec.codec import quality_levels
+
     for model in (default_model, tiny_model):
         qs = default_qualities(model)
-        assert qs[0] == 1 and qs[-1] == model.config.num_stages
+        top = len(quality_levels(model))
+        assert qs[0] == 1 and qs[-1] == top
         assert qs == sorted(set(qs))
-        assert all(q == model.config.num_stages or q & (q - 1) == 0 for q in qs)
+        assert all(q == top or q & (q - 1) == 0 for q in qs)
+    assert default_qualities(default_model) == [1, 2, 4, 8, 10]
 
 
 def test_run_demo_writes_figures_and_summary(tmp_path: Path, images: list[Path], tiny_model: CodecModel) -> None:

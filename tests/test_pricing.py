@@ -198,3 +198,20 @@ def test_priced_models_have_lighter_priced_top_qualities(priced_model_path: Path
     assert all(g.shape[0] == s for g in grids)
     bits = [priced.prior.ideal_bits(g) for g in grids]
     assert bits[0] <= bits[1] <= bits[2] and bits[0] < bits[2]
+
+
+def test_tokens_at_a_top_quality_are_the_grids_compress_writes(priced_model_path: Path, tmp_path: Path) -> None:
+    from vqcodec.tokens import tokenize
+
+    model = load_model(priced_model_path)
+    top = TINY.num_stages + len(pricing.TOP_SCALES)
+    image = synthetic_image(size=(96, 64), seed=6)
+    path = tmp_path / "p.png"
+    image.save(path)
+    vqz = tmp_path / "p.vqz"
+    vqz.write_bytes(vqcodec.compress(image, model, top))
+    from_image = tokenize([path], model, top)
+    from_file = tokenize([vqz], model, top)
+    assert from_image.quality == from_file.quality == TINY.num_stages
+    np.testing.assert_array_equal(from_image.images[0].grids, decompress_indices(vqz.read_bytes(), model)[2])
+    np.testing.assert_array_equal(from_file.images[0].grids, from_image.images[0].grids)

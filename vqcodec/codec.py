@@ -161,10 +161,11 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
 
 def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS,
                    effort: int | None = None) -> np.ndarray:
-    """Index grids (quality, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), as `compress` codes them
-    at `effort` (default: `compress`'s default)."""
+    """Index grids (stages, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), as `compress` codes them at
+    `quality` (its stage count and rate weights, `quality_levels`) and `effort` (default: `compress`'s)."""
+    stages, scale = quality_levels(model)[check_quality(model, quality) - 1]
     grid = grid_shape(model, rgb.shape[1], rgb.shape[0])
-    return quantize(model, embed(model, rgb, tile), grid, quality, effort=check_effort(effort))
+    return quantize(model, embed(model, rgb, tile), grid, stages, effort=check_effort(effort), scale=scale)
 
 
 @torch.inference_mode()

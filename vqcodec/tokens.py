@@ -85,16 +85,18 @@ def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: Mode
              quality: int | None = None, max_pixels: int = MAX_INPUT_PIXELS) -> TokenSet:
     """Index grids of images (paths or PIL images) with `model` at `quality`, as `compress` codes them.
 
-    Paths ending in `.vqz` are read, not encoded: their first `quality` stages (the file must
-    hold that many, written by `model`).
+    Paths ending in `.vqz` are read, not encoded: the first stages that `quality` keeps (the file
+    must hold that many, written by `model`). The set's `quality` is that stage count: qualities
+    above the model's stage count keep every stage (`codec.quality_levels`).
     """
     m = as_model(model)
     q = codec.check_quality(m, quality)
+    stages = codec.quality_levels(m)[q - 1][0]
     dtype = np.min_scalar_type(m.config.codebook_size - 1)
     items = []
     for i, source in enumerate(images):
         if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".vqz":
-            t = _from_vqz(Path(source), m, q, max_pixels)
+            t = _from_vqz(Path(source), m, stages, max_pixels)
             items.append(ImageTokens(t.name, t.grids.astype(dtype), t.width, t.height, t.mode, t.alpha))
             continue
         prepared = load_image(source, max_pixels)
@@ -102,7 +104,7 @@ def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: Mode
         grids = codec.encode_indices(m, prepared.rgb, q).astype(dtype)
         name = Path(source).name if isinstance(source, (str, os.PathLike)) else f"image{i}"
         items.append(ImageTokens(name, grids, width, height, prepared.mode, prepared.alpha))
-    return TokenSet(m.name, m.fingerprint.hex(), m.config.codebook_size, q, tuple(items))
+    return TokenSet(m.name, m.fingerprint.hex(), m.config.codebook_size, stages, tuple(items))
 
 
 def save_tokens(tokens: TokenSet, path: str | os.PathLike[str], overwrite: bool = False,
