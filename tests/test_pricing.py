@@ -215,3 +215,9 @@ def test_tokens_at_a_top_quality_are_the_grids_compress_writes(priced_model_path
     assert from_image.quality == from_file.quality == TINY.num_stages
     np.testing.assert_array_equal(from_image.images[0].grids, decompress_indices(vqz.read_bytes(), model)[2])
     np.testing.assert_array_equal(from_file.images[0].grids, from_image.images[0].grids)
+
+
+def test_train_refuses_bad_rate_weights_in_one_line(tmp_path: Path) -> None:
+    done = _run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--rate-weights", "1,2")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "rate weight" in done.stderr
