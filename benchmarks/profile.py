@@ -44,10 +44,9 @@ def profile(path: Path, model: str | None, quality: int | None, repeats: int) ->
         rgb_image = rgb_image.transpose(Image.Transpose.ROTATE_90)
     rgb = np.asarray(rgb_image)
     q = codec.check_quality(m, quality)
-    stages, scale = codec.quality_levels(m)[q - 1]
     grid = codec.grid_shape(m, rgb.shape[1], rgb.shape[0])
     latents = codec.embed(m, rgb)
-    indices = codec.quantize(m, latents, grid, stages, scale=scale)
+    indices = codec.quantize(m, latents, grid, q)
     data = codec.compress(rgb_image, m, q)
     parsed = container.unpack(data)
     grids = torch.from_numpy(indices.astype(np.int64))[None]
@@ -55,7 +54,7 @@ def profile(path: Path, model: str | None, quality: int | None, repeats: int) ->
     rows = [
         ("read PNG (Pillow)", lambda: np.asarray(Image.open(path).convert("RGB"))),
         ("encoder network", lambda: codec.embed(m, rgb)),
-        (f"quantize, {stages} stages", lambda: codec.quantize(m, latents, grid, stages, scale=scale)),
+        (f"quantize, {indices.shape[0]} stages", lambda: codec.quantize(m, latents, grid, q)),
         ("entropy encode", lambda: m.prior.encode_grids(indices)),
         ("compress (whole)", lambda: codec.compress(rgb_image, m, q)),
         ("entropy decode", lambda: m.prior.decode_grids(parsed.streams, *grid)),

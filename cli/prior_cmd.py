@@ -23,7 +23,7 @@ def fit_prior(
     rounds: Annotated[Optional[int], typer.Option(help="Count prior: fits, the first on greedy codes, each further one on the codes picked under the previous fit. Default: 1 without --rate-weights, else 4.", show_default=False)] = None,
     learned: Annotated[bool, typer.Option("--learned", help="Fit a learned prior (integer context network) instead of a count prior.")] = False,
     steps: Annotated[int, typer.Option(help="Learned prior: training steps of the context network.")] = 1500,
-    views: Annotated[Optional[int], typer.Option(help="Grid-offset views encoded per training image: 1, 2, 8 or 32 for a count prior (default 32), 1 to 32 for a learned one (default 16). More views, fuller tables, longer run.", show_default=False)] = None,
+    views: Annotated[Optional[int], typer.Option(help="Grid-offset views encoded per training image: 1, 2, 8 or 32 for a count prior at stride 8 (default: the finest, 32), 1 to 32 for a learned one (default 16). More views, fuller tables, longer run.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice in the run.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
@@ -42,16 +42,14 @@ def fit_prior(
     from vqcodec.data import find_images
     from vqcodec.entropy.fitting import FitConfig, bits_per_stage, fit_learned_prior, index_grids
     from vqcodec.errors import DataError, OutputError
-    from vqcodec.train import RATE_PRIOR_ROUNDS, fit_prior as fit_counts, prior_view_choices
+    from vqcodec.train import RATE_PRIOR_ROUNDS, finest_prior_views, fit_prior as fit_counts, prior_view_choices
     from vqcodec.zoo import load_model, save_model
     from vqcodec import pricing
 
-    if views is None:
-        views = 16 if learned else 32
+    if learned and views is None:
+        views = 16
     if learned and not 1 <= views <= 32:
         raise typer.BadParameter("--views must be 1..32 for a learned prior")
-    if not learned and views not in prior_view_choices(8):
-        raise typer.BadParameter("--views must be 1, 2, 8 or 32 for a count prior")
     if steps < 1:
         raise typer.BadParameter("--steps must be at least 1")
     if learned and (rate_weights or rounds is not None):
@@ -63,6 +61,11 @@ def fit_prior(
     if out.exists() and not force:
         raise OutputError(f"{out} exists (add --force to replace it)")
     base = load_model(model)
+    choices = prior_view_choices(base.config.stride)
+    if not learned and views is None:
+        views = finest_prior_views(base.config.stride)
+    if not learned and views not in choices:
+        raise typer.BadParameter(f"--views must be one of {', '.join(map(str, choices))} for this model's count prior")
     try:
         weights = pricing.stage_weights(base.config.num_stages, pricing.parse_weights(rate_weights))
     except ValueError as exc:

@@ -137,35 +137,35 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
 
 @torch.inference_mode()
 def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], quality: int,
-             rate_weight: float = 0.0, effort: int = 0, scale: float = 1.0) -> np.ndarray:
-    """Index grids (quality, grid_h, grid_w) of `quality` stages from latents; `rate_weight` > 0 trades
-    distortion for bits.
+             rate_weight: float = 0.0, effort: int = 0) -> np.ndarray:
+    """Index grids (stages, grid_h, grid_w) from latents at a `compress` quality (its stage count and
+    scale of the model's rate weights, `quality_levels`); `rate_weight` > 0 trades distortion for bits.
 
     Each code is scored by squared error + lambda * its bits in its context under the prior
-    (`vqcodec.pricing`), with lambda per stage = the model's own rate weight x `scale` + `rate_weight`:
-    `rate_weight` lowers the rate smoothly between the qualities without retraining.
+    (`vqcodec.pricing`), with lambda per stage = the model's own rate weight x the quality's scale +
+    `rate_weight`: `rate_weight` lowers the rate smoothly between the qualities without retraining.
     At `effort` > 0 the stages are searched together (beam search, `EFFORT_BEAMS`) instead of
     one after the other.
     """
-    weights = model.rate_weights[:quality] * scale + rate_weight
+    stages, scale = quality_levels(model)[quality - 1]
+    weights = model.rate_weights[:stages] * scale + rate_weight
     price = pricing.penalty(model.prior, weights)
     beam = EFFORT_BEAMS[effort]
     quantizer = model.net.quantizer
     if beam == 1:
-        chunks = [quantizer.encode(chunk, quality, price) for chunk in latents.split(QUANTIZE_ROWS)]
+        chunks = [quantizer.encode(chunk, stages, price) for chunk in latents.split(QUANTIZE_ROWS)]
     else:
-        chunks = [quantizer.beam_encode(chunk, quality, beam, price)
+        chunks = [quantizer.beam_encode(chunk, stages, beam, price)
                   for chunk in latents.split(max(1, QUANTIZE_ROWS // beam))]
-    return torch.cat(chunks, dim=1).reshape(quality, *grid).numpy()
+    return torch.cat(chunks, dim=1).reshape(stages, *grid).numpy()
 
 
 def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS,
                    effort: int | None = None) -> np.ndarray:
     """Index grids (stages, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), as `compress` codes them at
     `quality` (its stage count and rate weights, `quality_levels`) and `effort` (default: `compress`'s)."""
-    stages, scale = quality_levels(model)[check_quality(model, quality) - 1]
     grid = grid_shape(model, rgb.shape[1], rgb.shape[0])
-    return quantize(model, embed(model, rgb, tile), grid, stages, effort=check_effort(effort), scale=scale)
+    return quantize(model, embed(model, rgb, tile), grid, check_quality(model, quality), effort=check_effort(effort))
 
 
 @torch.inference_mode()
@@ -220,22 +220,19 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     height, width = prepared.rgb.shape[:2]
     grid = grid_shape(m, width, height)
     latents = embed(m, prepared.rgb)
-    levels = quality_levels(m)
     if target_bpp is None:
-        stages, scale = levels[quality - 1]
-        return _pack(m, prepared, quantize(m, latents, grid, stages, effort=level, scale=scale))
+        return _pack(m, prepared, quantize(m, latents, grid, quality, effort=level))
     files: dict[tuple[int, float], bytes] = {}
 
     @torch.inference_mode()
     def measure(q: int, weight: float) -> tuple[int, float]:
-        stages, scale = levels[q - 1]
-        indices = quantize(m, latents, grid, stages, weight, level, scale)
+        indices = quantize(m, latents, grid, q, weight, level)
         files[q, weight] = _pack(m, prepared, indices)
-        error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(stages, -1)))
+        error = latents - m.net.quantizer.decode(torch.from_numpy(indices.reshape(indices.shape[0], -1)))
         return len(files[q, weight]), float(error.pow(2).sum())
 
     target_size = target_bpp * width * height / 8
-    point = rate.search(measure, len(levels), target_size)
+    point = rate.search(measure, len(quality_levels(m)), target_size)
     if abs(point.size - target_size) > rate.TOLERANCE * target_size:
         warnings.warn(f"{describe(image)}: target {target_bpp:g} bpp is out of reach for model '{m.name}'; "
                       f"reached {8 * point.size / (width * height):.4f} bpp (quality {point.quality})",

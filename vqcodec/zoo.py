@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +54,11 @@ class CodecModel:
     prior: Prior
     fingerprint: bytes
     rate_weights: np.ndarray
-    synthesis: torch.nn.Module = field(init=False, repr=False, compare=False)
-    """The decoder's faster inference form (`vqcodec.inference.fast_decoder`), built once."""
 
-    def __post_init__(self) -> None:
-        self.synthesis = fast_decoder(self.net.decoder)
+    @cached_property
+    def synthesis(self) -> torch.nn.Module:
+        """The decoder's faster inference form (`vqcodec.inference.fast_decoder`), built at the first decode."""
+        return fast_decoder(self.net.decoder)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w), through the fast synthesis."""
@@ -102,9 +103,8 @@ def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
     all zero) are the rate-aware coding weights the prior was counted under."""
     if prior.num_stages != net.config.num_stages or prior.counts.shape[-1] != net.config.codebook_size:
         raise ValueError("prior shape does not match the model's stages and codebook size")
-    if rate_weights is not None and (np.shape(rate_weights) != (net.config.num_stages,)
-                                     or not np.all(np.isfinite(rate_weights)) or np.min(rate_weights) < 0):
-        raise ValueError("rate weights must be one finite value >= 0 per stage")
+    if rate_weights is not None:
+        _check_rate_weights(np.asarray(rate_weights), net.config.num_stages)
     tensors = _state_tensors(net, prior, rate_weights)
     config_json = net.config.to_json()
     digest = fingerprint(tensors, config_json)
@@ -179,7 +179,11 @@ def _read_rate_weights(tensors: dict[str, torch.Tensor], num_stages: int) -> np.
     """Take the rate weights out of a model file's tensors (all zero when it has none)."""
     if RATE_KEY not in tensors:
         return np.zeros(num_stages)
-    weights = tensors.pop(RATE_KEY).numpy().astype(np.float64)
+    return _check_rate_weights(tensors.pop(RATE_KEY).numpy().astype(np.float64), num_stages)
+
+
+def _check_rate_weights(weights: np.ndarray, num_stages: int) -> np.ndarray:
+    """`weights` when they are one finite value >= 0 per stage, else ValueError."""
     if weights.shape != (num_stages,) or not np.all(np.isfinite(weights)) or weights.min() < 0:
         raise ValueError("rate weights must be one finite value >= 0 per stage")
     return weights
