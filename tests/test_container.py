@@ -1,7 +1,8 @@
-"""The .vqz container, version 2: round trips, prefixes, truncation, every rejection before any allocation."""
+"""The .vqz container, version 3 (and reading version 2): round trips, prefixes, truncation, every rejection."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -28,13 +29,19 @@ def sample(streams: tuple[bytes, ...] = (b"abcd", b"efghijk\0", b"\1\0\0\0"), mo
 
 
 def forge(header: VqzHeader, blocks: list[bytes]) -> bytes:
-    """A file with every checksum valid: a header as given (not checked) and blocks as given."""
-    body = b"".join([MAGIC, bytes([container.VERSION, container.MODE_CODES[header.mode]]),
-                     container.varint(header.width), container.varint(header.height), header.model_id,
-                     bytes([header.stages]), *map(container.varint, header.stage_lengths),
-                     container.varint(header.alpha_length) if header.mode in container.ALPHA_MODES else b""])
+    """A file with every check valid: a header as given (not checked) and blocks as given."""
+    return container.assemble(container.header_body(header), blocks)
+
+
+def version_2(f: VqzFile) -> bytes:
+    """The version-2 file of `f` (docs/format.md, "Version 2"): what vqcodec wrote before version 3."""
+    h = f.header
+    body = b"".join([MAGIC, bytes([2, container.MODE_CODES[h.mode]]), container.varint(h.width),
+                     container.varint(h.height), h.model_id[:4], bytes([h.stages]),
+                     *map(container.varint, h.stage_lengths),
+                     container.varint(h.alpha_length) if h.mode in container.ALPHA_MODES else b""])
     out = body + zlib.crc32(body).to_bytes(4, "little")
-    for b in blocks:
+    for b in ([f.alpha] if f.alpha else []) + [container.trim(s) for s in f.streams]:
         out += b + zlib.crc32(b).to_bytes(4, "little")
     return out
 
@@ -69,17 +76,42 @@ def test_trim_refuses_streams_that_are_not_whole_words() -> None:
 
 def test_layout_starts_with_magic_and_version() -> None:
     data = container.pack(sample())
-    assert data[:4] == MAGIC and data[4] == container.VERSION == 2
+    assert data[:4] == MAGIC and data[4] == container.VERSION == 3
     assert container.read_header(data) == sample().header
     assert sample().header.stage_lengths == (4, 7, 1)  # trailing zero bytes of the last word are not stored
 
 
+def test_layout_is_as_documented() -> None:
+    """The example in docs/format.md, byte for byte: a shipped model's short id, a 1-byte check after each block
+    but the last, and the whole CRC-32 of everything before it at the end."""
+    streams = (b"\x11" * 3783 + b"\x22",)
+    data = container.pack(VqzFile(container.header_for("RGB", 768, 512, container.SHIPPED_MODELS[1], streams), streams))
+    header = bytes.fromhex("89 56 51 5a 03 03 80 06 80 04 01 01 c8 1d")
+    assert data.startswith(header) and data[len(header)] == zlib.crc32(header) & 0xFF
+    assert len(data) == len(header) + 1 + 3784 + 4 == 3803
+    assert data[-4:] == zlib.crc32(data[:-4]).to_bytes(4, "little")
+    assert container.read_header(data).model_id == container.SHIPPED_MODELS[1]
+
+
 @pytest.mark.parametrize("stages", range(1, 9))
-def test_header_of_a_default_model_kodak_file_is_at_most_40_bytes(stages: int) -> None:
-    streams = tuple(bytes(6400) + b"\1\2\3\4" for _ in range(stages))  # Kodak-sized stages: 2-byte lengths
-    data = container.pack(VqzFile(container.header_for("RGB", 768, 512, bytes(32), streams), streams))
-    assert container.header_length(data) <= 40
-    assert len(data) - sum(map(len, streams)) == container.header_length(data) + 4 * stages
+@pytest.mark.parametrize(("side", "stage_bytes"), [((768, 512), 1400), ((128, 128), 56)])
+def test_fixed_overhead_of_a_default_model_file_is_at_most_40_bytes(stages: int, side: tuple[int, int],
+                                                                     stage_bytes: int) -> None:
+    """Issue 17: everything but the stored streams (header, lengths, checks) fits 40 bytes at every quality,
+    for Kodak-sized files (2-byte stage lengths) and 128x128 thumbnails."""
+    streams = tuple(bytes(stage_bytes - 4) + b"\1\2\3\4" for _ in range(stages))
+    data = container.pack(VqzFile(container.header_for("RGB", *side, container.SHIPPED_MODELS[1], streams), streams))
+    overhead = len(data) - sum(map(len, streams))
+    assert overhead <= 40
+    assert overhead == container.header_length(data) + (stages - 1) + 4
+
+
+def test_every_shipped_model_has_a_short_id() -> None:
+    """A model that ships without a short id would cost its files 4 bytes: register it in SHIPPED_MODELS."""
+    from vqcodec import registry
+
+    for name, path in registry.shipped_models().items():
+        assert registry.stated_fingerprint(path) in container.SHORT_IDS, name
 
 
 @pytest.mark.parametrize(
@@ -171,7 +203,7 @@ def test_rejects_unsupported_version_and_unknown_mode() -> None:
     data[4] = 99
     with pytest.raises(VqzError, match="unsupported format version 99"):
         container.unpack(bytes(data))
-    data[4], data[5] = 2, 7
+    data[4], data[5] = 3, 7
     with pytest.raises(VqzError, match="mode"):
         container.unpack(bytes(data))
 
@@ -179,9 +211,9 @@ def test_rejects_unsupported_version_and_unknown_mode() -> None:
 def test_rejects_over_long_varints() -> None:
     good = container.pack(sample())
     forged = good[:6] + b"\x91\x00" + good[7:]  # width 17 as two bytes
-    body = forged[: container.header_length(good) + 1 - 4]
+    body = forged[: container.header_length(good) + 1 - 1]
     with pytest.raises(VqzError, match="over-long"):
-        container.read_header(body + zlib.crc32(body).to_bytes(4, "little"))
+        container.read_header(body + bytes([zlib.crc32(body) & 0xFF]))
 
 
 def test_absurd_dimensions_are_refused_quickly() -> None:
@@ -239,3 +271,45 @@ assert not heavy, heavy
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_reads_version_2_files() -> None:
+    """Files written before version 3 (by the model that still ships) decode, cut or whole; truncate upgrades them."""
+    f = sample(mode="RGBA", alpha=b"alpha plane")
+    old = version_2(f)
+    h2 = dataclasses.replace(f.header, version=2)
+    assert container.unpack(old) == VqzFile(h2, f.streams, f.alpha)
+    info = container.info(old)
+    assert info.header.version == 2 and info.quality_ends[-1] == len(old)
+    for q in range(1, f.header.stages + 1):
+        cut = container.unpack(old[: info.quality_ends[q - 1]], allow_truncated=True)
+        assert cut.streams == f.streams[:q]
+        small = container.truncate(old, q)
+        assert small[4] == container.VERSION and container.unpack(small).streams == f.streams[:q]
+    damaged = bytearray(old)
+    damaged[-6] ^= 1
+    with pytest.raises(VqzError, match="damaged"):
+        container.unpack(bytes(damaged))
+
+
+def test_one_byte_checks_of_a_cut_file_catch_damage_in_its_stages() -> None:
+    """A cut file has no final CRC-32: each complete stage is covered by its own 1-byte check and by every later
+    one. Flips in stage 1 of this cut file meet two checks and are all caught; flips in its last complete stage
+    meet one, which misses about 1 in 256 (docs/format.md, "Checks")."""
+    f = sample(streams=(bytes(range(40)), bytes(range(40, 80)), bytes(range(80, 120))))
+    data = container.pack(f)
+    ends = container.info(data).quality_ends
+    cut = data[: ends[1]]
+    missed = {1: 0, 2: 0}
+    for stage, (start, end) in {1: (container.header_length(data), ends[0]), 2: (ends[0], ends[1])}.items():
+        for i in range(start, end):
+            for bit in range(8):
+                damaged = bytearray(cut)
+                damaged[i] ^= 1 << bit
+                try:
+                    container.unpack(bytes(damaged), allow_truncated=True)
+                    missed[stage] += 1
+                except VqzError:
+                    pass
+    assert missed[1] == 0
+    assert missed[2] <= 0.01 * 8 * (ends[1] - ends[0])

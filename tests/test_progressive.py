@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import KODAK
+from tests.test_container import version_2
 from vqcodec import codec, container
 from vqcodec.errors import VqzError
 
@@ -57,7 +58,27 @@ def test_truncate_equals_decompress_quality_on_kodak(kodak_files, default_model,
         assert np.array_equal(g_small, g_full) and np.array_equal(g_prefix, g_full)
         assert (f_small.header.width, f_small.header.height, f_small.header.mode, f_small.alpha) == \
                (f_full.header.width, f_full.header.height, f_full.header.mode, f_full.alpha)
-        assert len(small) == ends[q - 1] - (container.header_length(data) - container.header_length(small))
+        last_check = container.CRC_BYTES - container.TAG_BYTES if q < len(ends) else 0  # a whole CRC-32 ends it
+        assert len(small) == ends[q - 1] - (container.header_length(data) - container.header_length(small)) + last_check
     q = 3
     assert np.array_equal(np.asarray(codec.decompress(codec.truncate(data, q), default_model)),
                           np.asarray(codec.decompress(data, default_model, q)))
+
+
+def test_fixed_overhead_of_kodak_files_is_at_most_40_bytes(kodak_files, default_model) -> None:
+    """Issue 17: header, stage lengths and checks of a default-model Kodak file at quality 8 take at most 40 bytes;
+    the file names the model by its short id, which pins the full fingerprint."""
+    for data in kodak_files.values():
+        h = container.read_header(data)
+        assert len(data) - sum(h.stage_lengths) <= 40
+        assert h.model_id == default_model.fingerprint
+
+
+def test_version_2_files_of_the_shipped_model_still_decode(kodak_files, default_model) -> None:
+    """The model that wrote version-2 files still ships, so they decode, to the pixels of the version-3 file."""
+    data = kodak_files[IMAGES[1]]
+    old = version_2(container.unpack(data))
+    assert old[4] == 2 and len(old) > len(data)
+    assert np.array_equal(np.asarray(codec.decompress(old, default_model)), np.asarray(codec.decompress(data, default_model)))
+    small_old, small = container.unpack(codec.truncate(old, 2)), container.unpack(codec.truncate(data, 2))
+    assert small_old.header.version == 3 and small_old.streams == small.streams

@@ -37,13 +37,14 @@ def test_tiles_match_whole_image_coding(default_model, kodak_crop) -> None:
 
 
 def rechecksum(data: bytes) -> bytes:
-    """`data` with every checksum that its (possibly mutated) header implies recomputed, where the header parses."""
+    """`data` with every check that its (possibly mutated) header implies recomputed, where the header parses."""
     try:
         mode = container.MODES[data[5]]
         _, pos = container._read_varint(data, 6, "width")
         _, pos = container._read_varint(data, pos, "height")
-        stages = data[pos + container.MODEL_ID_BYTES]
-        pos += container.MODEL_ID_BYTES + 1
+        pos += 1 if data[pos] else 1 + container.MODEL_ID_BYTES
+        stages = data[pos]
+        pos += 1
         lengths = []
         for _ in range(stages):
             n, pos = container._read_varint(data, pos, "stage length")
@@ -54,28 +55,23 @@ def rechecksum(data: bytes) -> bytes:
     except (VqzError, KeyError, IndexError):
         return data
     out = bytearray(data)
-    blocks, at = [(0, pos)], pos + 4
-    for n in lengths:
-        blocks.append((at, at + n))
-        at += n + 4
-    for start, end in blocks:
-        if end + 4 > len(out):
+    checks, at = [(pos, 1)], pos + 1
+    for i, n in enumerate(lengths):
+        size = container.CRC_BYTES if i == len(lengths) - 1 else 1
+        checks.append((at + n, size))
+        at += n + size
+    for end, size in checks:
+        if end + size > len(out):
             break
-        out[end : end + 4] = zlib.crc32(bytes(out[start:end])).to_bytes(4, "little")
+        crc = zlib.crc32(bytes(out[:end]))
+        out[end : end + size] = crc.to_bytes(4, "little")[:size]
     return bytes(out)
 
 
 def forge(mode: str, width: int, height: int, model_id: bytes, blocks: list[bytes], alpha: bytes | None = None) -> bytes:
-    """A file with a header as given, unchecked, and every checksum valid: what a hostile writer can make."""
+    """A file with a header as given, unchecked, and every check valid: what a hostile writer can make."""
     header = container.VqzHeader(mode, width, height, model_id, tuple(map(len, blocks)), len(alpha or b""))
-    body = b"".join([container.MAGIC, bytes([container.VERSION, container.MODE_CODES[mode]]),
-                     container.varint(width), container.varint(height), model_id, bytes([len(blocks)]),
-                     *map(container.varint, header.stage_lengths),
-                     container.varint(len(alpha or b"")) if mode in container.ALPHA_MODES else b""])
-    out = body + zlib.crc32(body).to_bytes(4, "little")
-    for b in ([alpha] if alpha is not None else []) + blocks:
-        out += b + zlib.crc32(b).to_bytes(4, "little")
-    return out
+    return container.assemble(container.header_body(header), ([alpha] if alpha is not None else []) + blocks)
 
 
 def test_grid_larger_than_its_stream_is_refused_before_allocation(tiny_model) -> None:

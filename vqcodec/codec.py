@@ -243,22 +243,23 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
 def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
     """The model that can decode a file: the given one, or the shipped model its id names; checked.
 
-    The file names its model by the first bytes of the model's fingerprint; the model's
-    full fingerprint is recomputed from its weights when it is loaded.
+    The file pins its model's fingerprint (all of it for a shipped model's short id, else the
+    first 4 bytes); the model's full fingerprint is recomputed from its weights when it is loaded.
     """
+    shown = header.model_id[: container.MODEL_ID_BYTES].hex()
     if model is None:
         names = find_shipped(header.model_id)
         if not names:
-            raise VqzError(f"file was written by model {header.model_id.hex()}, which is not installed "
+            raise VqzError(f"file was written by model {shown}, which is not installed "
                            "(pass its model file with --model)")
         if len(names) > 1:
-            raise VqzError(f"file's model id {header.model_id.hex()} fits several installed models "
+            raise VqzError(f"file's model id {shown} fits several installed models "
                            f"({', '.join(names)}): choose one with --model")
         model = names[0]
     m = as_model(model)
     if not m.fingerprint.startswith(header.model_id):
-        raise VqzError(f"file was written by model {header.model_id.hex()}, "
-                       f"not by the given model '{printable(m.name)}' ({m.fingerprint[:len(header.model_id)].hex()})")
+        raise VqzError(f"file was written by model {shown}, "
+                       f"not by the given model '{printable(m.name)}' ({m.fingerprint[:container.MODEL_ID_BYTES].hex()})")
     if header.stages > m.config.num_stages:
         raise VqzError(f"file stores {header.stages} stages, the model has only {m.config.num_stages}")
     return m

@@ -1,25 +1,29 @@
-"""The `.vqz` container, version 2: a lean header, then the alpha plane and the stage streams, each checksummed.
+"""The `.vqz` container, version 3: a lean header, then the alpha plane and the stage streams, each checked.
 
 Layout (`docs/format.md` documents it byte by byte):
 
     magic        4   b"\\x89VQZ"
-    version      1   2
+    version      1   3
     mode         1   1 = L, 2 = LA, 3 = RGB, 4 = RGBA
     width        v   varint, pixels
     height       v   varint, pixels
-    model        4   first 4 bytes of the model's SHA-256 fingerprint
+    model        1   short id of a model shipped with vqcodec (`SHIPPED_MODELS`), or 0: then ...
+    fingerprint  4   ... the first 4 bytes of the model's SHA-256 fingerprint follow
     stages       1   S, number of quantizer stages stored (the quality)
     stage_len    v*S varint each, stored byte length of every stage stream
     alpha_len    v   varint, only for LA and RGBA: byte length of the zlib-compressed alpha plane
-    header_crc   4   CRC-32 of every header byte before it
-    alpha            alpha_len bytes, then its CRC-32 (4 bytes); LA and RGBA only
-    stage s          stage_len[s] bytes, then their CRC-32 (4 bytes); s = 1..S in order
+    check        1   low byte of the CRC-32 of every byte before it
+    alpha            alpha_len bytes, then a 1-byte check; LA and RGBA only
+    stage s          stage_len[s] bytes, then a 1-byte check; s = 1..S in order, except ...
+    stage S          ... the last stage, whose check is the whole CRC-32 (4 bytes)
 
-Every block carries its own checksum, so a prefix of the file that holds the header, the
-alpha plane and k complete stages decodes as quality k: `unpack(..., allow_truncated=True)`
-returns the complete stages and says the file was cut. `truncate` makes a smaller file of
-a lower quality by copying blocks. This module imports neither torch nor numpy, so `info`
-and `truncate` run without them.
+Every check is the CRC-32 of all the file's bytes before it, so a complete file is covered
+by one CRC-32 and each block of a cut file by its own check and every later one. A prefix
+that holds the header, the alpha plane and k complete stages decodes as quality k:
+`unpack(..., allow_truncated=True)` returns the complete stages and says the file was cut.
+`truncate` makes a smaller file of a lower quality by copying blocks. Version-2 files (one
+CRC-32 per block, a 4-byte model id) are still read. This module imports neither torch nor
+numpy, so `info` and `truncate` run without them.
 """
 
 from __future__ import annotations
@@ -30,26 +34,40 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from vqcodec.errors import VqzError
 
 MAGIC = b"\x89VQZ"
 V1_MAGIC = b"\x89VQZ\r\n\x1a\n"
-VERSION = 2
+VERSION = 3
+READ_VERSIONS = (2, 3)
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 ALPHA_MODES = ("LA", "RGBA")
 MODEL_ID_BYTES = 4
+"""Fingerprint bytes that name a model without a short id (and every model in version 2)."""
+SHIPPED_MODELS: dict[int, bytes] = {
+    1: bytes.fromhex("594cd1ff3a4e9506f34f27d25d0b250d70adc662ff24e8ae2f03c4505eff9b92"),  # default, 2026-11
+}
+"""Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
+
+A model that ships gets the next number; a number is never reused, so a file's short id
+pins the exact model (the full fingerprint is checked when the model is loaded)."""
+SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()}
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
 MAX_STAGES = 255
 MAX_BLOCK = (1 << 32) - 1
 """Largest stage or alpha block, in bytes."""
+TAG_BYTES = 1
+"""Check after the header and every block but the last stage: the CRC-32's low byte (version 3)."""
 CRC_BYTES = 4
+"""Check after the last stage (version 3), and after every block (version 2)."""
 WORD = 4
 """Stage streams are whole 32-bit words of the range coder; trailing zero bytes of the last word are not stored."""
-MAX_HEADER = 4 + 1 + 1 + 5 + 5 + MODEL_ID_BYTES + 1 + 5 * MAX_STAGES + 5 + CRC_BYTES
-"""Longest possible header, in bytes: how much a reader needs to see to parse any header."""
+MAX_HEADER = 4 + 1 + 1 + 5 + 5 + 1 + MODEL_ID_BYTES + 1 + 5 * MAX_STAGES + 5 + CRC_BYTES
+"""Longest possible header in any version read, in bytes: how much a reader needs to see to parse any header."""
 
 _CRC = struct.Struct("<I")
 
@@ -58,7 +76,10 @@ _CRC = struct.Struct("<I")
 class VqzHeader:
     """Everything a reader learns from a file's header, before reading its payload.
 
-    `stage_lengths` are the stored lengths (stream words with trailing zero bytes trimmed).
+    `model_id` is what the file pins of its model's fingerprint: all 32 bytes for a shipped
+    model named by its short id, else the first 4. `stage_lengths` are the stored lengths
+    (stream words with trailing zero bytes trimmed). `version` is the layout the file was
+    read in; `pack` always writes the current one.
     """
 
     mode: str
@@ -67,6 +88,7 @@ class VqzHeader:
     model_id: bytes
     stage_lengths: tuple[int, ...]
     alpha_length: int = 0
+    version: int = VERSION
 
     @property
     def stages(self) -> int:
@@ -150,47 +172,74 @@ def restore(stored: bytes) -> bytes:
     return stored + b"\0" * (-len(stored) % WORD)
 
 
-def _crc(block: bytes) -> bytes:
-    return _CRC.pack(zlib.crc32(block))
+def _check_sizes(version: int, has_alpha: bool, stages: int) -> tuple[int, int, tuple[int, ...]]:
+    """Bytes of the checks after the header, the alpha plane and each stage, in this layout version."""
+    if version == 2:
+        return CRC_BYTES, CRC_BYTES, (CRC_BYTES,) * stages
+    return TAG_BYTES, TAG_BYTES if has_alpha else 0, (TAG_BYTES,) * (stages - 1) + (CRC_BYTES,)
+
+
+def header_body(h: VqzHeader) -> bytes:
+    """The version-3 header bytes of `h` before its check (no field is validated: `pack_header` does that)."""
+    short = SHORT_IDS.get(bytes(h.model_id))
+    model = bytes([short]) if short else b"\0" + bytes(h.model_id[:MODEL_ID_BYTES])
+    parts = [MAGIC, bytes([VERSION, MODE_CODES[h.mode]]), varint(h.width), varint(h.height), model,
+             bytes([h.stages]), *map(varint, h.stage_lengths)]
+    if h.mode in ALPHA_MODES:
+        parts.append(varint(h.alpha_length))
+    return b"".join(parts)
+
+
+def assemble(body: bytes, blocks: Sequence[bytes]) -> bytes:
+    """A version-3 file from a header body and its blocks (alpha plane first, if any, then the stages).
+
+    Each block gets its check: the low byte of the CRC-32 of every byte before it, and the
+    whole CRC-32 after the last block. `pack` writes files with it; fuzz tests forge with it.
+    """
+    out = bytearray(body)
+    for i, block in enumerate([b"", *blocks]):
+        out += block
+        crc = zlib.crc32(out)
+        out += _CRC.pack(crc) if i == len(blocks) else bytes([crc & 0xFF])
+    return bytes(out)
 
 
 def pack_header(h: VqzHeader) -> bytes:
-    """The header bytes of `h`, its checksum included."""
+    """The version-3 header bytes of `h`, its check included (checked for consistency first)."""
     if h.mode not in MODE_CODES:
         raise ValueError(f"unknown mode {h.mode}")
-    if len(h.model_id) != MODEL_ID_BYTES:
-        raise ValueError(f"model id must be {MODEL_ID_BYTES} bytes")
+    if len(h.model_id) < MODEL_ID_BYTES:
+        raise ValueError(f"model id must be at least {MODEL_ID_BYTES} bytes")
     if not 1 <= h.stages <= MAX_STAGES or any(not 0 <= n <= MAX_BLOCK for n in h.stage_lengths):
         raise ValueError("stage count or stage length out of range")
     if (h.alpha_length > 0) != (h.mode in ALPHA_MODES) or h.alpha_length > MAX_BLOCK:
         raise ValueError(f"mode {h.mode} with an alpha plane of {h.alpha_length} bytes")
     check_limits(h.width, h.height)
-    parts = [MAGIC, bytes([VERSION, MODE_CODES[h.mode]]), varint(h.width), varint(h.height), h.model_id,
-             bytes([h.stages]), *map(varint, h.stage_lengths)]
-    if h.mode in ALPHA_MODES:
-        parts.append(varint(h.alpha_length))
-    body = b"".join(parts)
-    return body + _crc(body)
+    body = header_body(h)
+    return body + bytes([zlib.crc32(body) & 0xFF])
 
 
 def pack(f: VqzFile) -> bytes:
-    """Serialise a file; `f.streams` are whole-word streams, stored trimmed. The inverse of `unpack`."""
+    """Serialise a file in the current version; `f.streams` are whole-word streams, stored trimmed.
+
+    The inverse of `unpack` for complete files.
+    """
     stored = [trim(s) for s in f.streams]
     h = f.header
     if tuple(len(s) for s in stored) != h.stage_lengths or len(f.alpha) != h.alpha_length:
         raise ValueError("stream lengths disagree with the header")
-    blocks = [pack_header(h)]
-    if h.alpha_length:
-        blocks += [f.alpha, _crc(f.alpha)]
-    for s in stored:
-        blocks += [s, _crc(s)]
-    return b"".join(blocks)
+    pack_header(h)
+    return assemble(header_body(h), ([f.alpha] if h.alpha_length else []) + stored)
 
 
 def header_for(mode: str, width: int, height: int, model_id: bytes, streams: tuple[bytes, ...],
                alpha: bytes = b"") -> VqzHeader:
-    """The header that describes these (untrimmed) streams and this alpha block."""
-    return VqzHeader(mode, width, height, model_id[:MODEL_ID_BYTES], tuple(len(trim(s)) for s in streams), len(alpha))
+    """The header that describes these (untrimmed) streams and this alpha block, for a model of this fingerprint.
+
+    A shipped model keeps its full fingerprint (the file stores its short id), any other the first 4 bytes.
+    """
+    pinned = bytes(model_id) if bytes(model_id) in SHORT_IDS else bytes(model_id[:MODEL_ID_BYTES])
+    return VqzHeader(mode, width, height, pinned, tuple(len(trim(s)) for s in streams), len(alpha))
 
 
 def read_header(data: bytes) -> VqzHeader:
@@ -199,22 +248,27 @@ def read_header(data: bytes) -> VqzHeader:
 
 
 def header_length(data: bytes) -> int:
-    """Bytes the header of `data` takes, its checksum included."""
+    """Bytes the header of `data` takes, its check included."""
     return _parse_header(bytes(data))[1]
 
 
 def quality_ends(header: VqzHeader, header_bytes: int) -> tuple[int, ...]:
-    """File length at which each quality is complete: the first `ends[q - 1]` bytes decode as quality q."""
-    offset = header_bytes + (header.alpha_length + CRC_BYTES if header.alpha_length else 0)
+    """File length at which each quality is complete: the first `ends[q - 1]` bytes decode as quality q.
+
+    For q below the file's stage count that is a cut file (decoded with a warning); `truncate`
+    writes the complete quality-q file, whose last check is a whole CRC-32.
+    """
+    _, alpha_check, stage_checks = _check_sizes(header.version, header.alpha_length > 0, header.stages)
+    offset = header_bytes + (header.alpha_length + alpha_check if header.alpha_length else 0)
     ends = []
-    for n in header.stage_lengths:
-        offset += n + CRC_BYTES
+    for n, check in zip(header.stage_lengths, stage_checks):
+        offset += n + check
         ends.append(offset)
     return tuple(ends)
 
 
 def unpack(data: bytes, allow_truncated: bool = False) -> VqzFile:
-    """Parse and check a file (every checksum); raises `VqzError` saying what is wrong.
+    """Parse and check a file (every check); raises `VqzError` saying what is wrong.
 
     A file cut after its k-th complete stage (k >= 1) is returned with those k stages when
     `allow_truncated`, and refused otherwise. A cut inside the header or the alpha plane,
@@ -223,16 +277,17 @@ def unpack(data: bytes, allow_truncated: bool = False) -> VqzFile:
     data = bytes(data)
     header, offset = _parse_header(data)
     ends = quality_ends(header, offset)
+    _, alpha_check, stage_checks = _check_sizes(header.version, header.alpha_length > 0, header.stages)
     alpha = b""
     if header.alpha_length:
-        alpha = _block(data, offset, header.alpha_length, "the alpha plane")
-        offset += header.alpha_length + CRC_BYTES
+        alpha = _block(data, offset, header.alpha_length, alpha_check, header.version, "the alpha plane")
+        offset += header.alpha_length + alpha_check
     streams = []
-    for s, n in enumerate(header.stage_lengths):
-        if offset + n + CRC_BYTES > len(data):
+    for s, (n, check) in enumerate(zip(header.stage_lengths, stage_checks)):
+        if offset + n + check > len(data):
             break
-        streams.append(restore(_block(data, offset, n, f"stage {s + 1}")))
-        offset += n + CRC_BYTES
+        streams.append(restore(_block(data, offset, n, check, header.version, f"stage {s + 1}")))
+        offset += n + check
     if not streams:
         raise VqzError(f"truncated file: {len(data)} bytes, cut before the end of stage 1 (byte {ends[0]})")
     if len(streams) < header.stages and not allow_truncated:
@@ -247,7 +302,8 @@ def truncate(data: bytes, quality: int) -> bytes:
     """The file of quality `quality` made from `data` by copying its first blocks (no model, no pixels).
 
     It decodes to exactly the image `data` gives at that quality. `data` may itself be a
-    truncated file, as long as it holds `quality` complete stages.
+    truncated file, as long as it holds `quality` complete stages; a version-2 file gives
+    a version-3 file of the same streams.
     """
     f = unpack(data, allow_truncated=True)
     h = f.header
@@ -283,7 +339,7 @@ class FileInfo:
 
 
 def info(data: bytes) -> FileInfo:
-    """Check a file (structure and every checksum) and describe it, without a model or decoding pixels.
+    """Check a file (structure and every check) and describe it, without a model or decoding pixels.
 
     A truncated file is described too (`truncated`, `complete_stages`); damage is a `VqzError`.
     """
@@ -293,13 +349,15 @@ def info(data: bytes) -> FileInfo:
     return FileInfo(f.header, len(data), n, quality_ends(f.header, n), len(f.streams))
 
 
-def _block(data: bytes, offset: int, length: int, what: str) -> bytes:
-    """A block's bytes, its checksum checked; refuses a block cut short."""
+def _block(data: bytes, offset: int, length: int, check: int, version: int, what: str) -> bytes:
+    """A block's bytes, its check verified; refuses a block cut short."""
     end = offset + length
-    if end + CRC_BYTES > len(data):
-        raise VqzError(f"truncated file: cut inside {what} (it ends at byte {end + CRC_BYTES})")
+    if end + check > len(data):
+        raise VqzError(f"truncated file: cut inside {what} (it ends at byte {end + check})")
     block = data[offset:end]
-    if _crc(block) != data[end : end + CRC_BYTES]:
+    expected = zlib.crc32(block) if version == 2 else zlib.crc32(memoryview(data)[:end])
+    stored = data[end : end + check]
+    if (_CRC.pack(expected) if check == CRC_BYTES else bytes([expected & 0xFF])) != stored:
         raise VqzError(f"{what} is damaged (checksum mismatch)")
     return block
 
@@ -312,23 +370,30 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
     if not data.startswith(MAGIC):
         raise VqzError("not a .vqz file (bad magic bytes)")
     if data.startswith(V1_MAGIC):
-        raise VqzError("format version 1 file: this vqcodec reads version 2 only "
+        raise VqzError("format version 1 file: this vqcodec reads versions 2 and 3 only "
                        "(decode it with vqcodec 0.1 and the model that wrote it)")
     if len(data) < 6:
         raise VqzError("truncated file: cut inside the header")
     version, mode_code = data[4], data[5]
-    if version != VERSION:
-        raise VqzError(f"unsupported format version {version} (this vqcodec reads version {VERSION})")
+    if version not in READ_VERSIONS:
+        raise VqzError(f"unsupported format version {version} (this vqcodec reads versions 2 and 3)")
     if mode_code not in MODES:
         raise VqzError(f"unknown image mode code {mode_code}")
     mode = MODES[mode_code]
     width, offset = _read_varint(data, 6, "width")
     height, offset = _read_varint(data, offset, "height")
-    if offset + MODEL_ID_BYTES + 1 > len(data):
+    short = 0
+    if version == 3:
+        if offset >= len(data):
+            raise VqzError("truncated file: cut inside the header")
+        short = data[offset]
+        offset += 1
+    id_bytes = 0 if short else MODEL_ID_BYTES
+    if offset + id_bytes + 1 > len(data):
         raise VqzError("truncated file: cut inside the header")
-    model_id = data[offset : offset + MODEL_ID_BYTES]
-    stages = data[offset + MODEL_ID_BYTES]
-    offset += MODEL_ID_BYTES + 1
+    model_id = data[offset : offset + id_bytes]
+    stages = data[offset + id_bytes]
+    offset += id_bytes + 1
     if stages < 1:
         raise VqzError("file stores no quantizer stage")
     lengths = []
@@ -338,18 +403,25 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
     alpha_len = 0
     if mode in ALPHA_MODES:
         alpha_len, offset = _read_varint(data, offset, "alpha length")
-    if offset + CRC_BYTES > len(data):
+    check = _check_sizes(version, alpha_len > 0, stages)[0]
+    if offset + check > len(data):
         raise VqzError("truncated file: cut inside the header")
-    if _crc(data[:offset]) != data[offset : offset + CRC_BYTES]:
+    crc = zlib.crc32(data[:offset])
+    if (_CRC.pack(crc) if check == CRC_BYTES else bytes([crc & 0xFF])) != data[offset : offset + check]:
         raise VqzError("header is damaged (checksum mismatch)")
     # Checked after the checksum: a damaged header is reported as damage, a forged one by what is wrong.
+    if short:
+        if short not in SHIPPED_MODELS:
+            raise VqzError(f"file names shipped model #{short}, which this vqcodec does not know "
+                           "(a newer vqcodec wrote it)")
+        model_id = SHIPPED_MODELS[short]
     check_limits(width, height)
     if any(n > MAX_BLOCK for n in lengths) or alpha_len > MAX_BLOCK:
         raise VqzError("a block length exceeds the format's limit")
     if mode in ALPHA_MODES and alpha_len == 0:
         raise VqzError(f"mode {mode} but no alpha plane stored")
-    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len)
-    return header, offset + CRC_BYTES
+    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len, version)
+    return header, offset + check
 
 
 def read_file(path: str | os.PathLike[str]) -> bytes:

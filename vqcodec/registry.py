@@ -1,6 +1,7 @@
 """The shipped models and their identities, read without loading them (no torch).
 
-A `.vqz` file names its model by the first bytes of the model's fingerprint. The
+A `.vqz` file names its model by a short id bound to a shipped model's full fingerprint,
+or by the first bytes of the fingerprint. The
 fingerprint sits in each model file's safetensors metadata (a JSON header at the
 start of the file), so finding the model a file needs, or naming it in `vqcodec
 info`, reads a few kilobytes per shipped model. Loading a model (`vqcodec.zoo`)
@@ -51,4 +52,5 @@ def find_shipped(model_id: bytes) -> list[str]:
 def describe(model_id: bytes) -> str:
     """A model id as people read it: the shipped model's name and the id in hex, or the id alone."""
     names = find_shipped(model_id)
-    return f"{names[0]} ({model_id.hex()})" if len(names) == 1 else model_id.hex()
+    shown = model_id[:4].hex()
+    return f"{names[0]} ({shown})" if len(names) == 1 else shown
