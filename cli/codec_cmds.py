@@ -194,7 +194,7 @@ def info(inputs: Inputs) -> None:
             continue
         h = i.header
         line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, quality {h.stages}, "
-                f"{i.size} bytes, {i.bpp:.4f} bpp, header {i.header_bytes} bytes"
+                f"{i.size} bytes, {i.bpp:.4f} bpp, format {h.version}, header {i.header_bytes} bytes"
                 + (f", alpha {h.alpha_length} bytes" if h.alpha_length else "")
                 + f", quality ends at bytes {list(i.quality_ends)}")
         if i.truncated:
