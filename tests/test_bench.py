@@ -137,3 +137,19 @@ def test_profile_times_every_phase(tmp_path, tiny_model_path) -> None:
     names = [name for name, _ in rows]
     assert "encoder network" in names and "decompress (whole)" in names
     assert all(ms > 0 for _, ms in rows)
+
+
+def test_stage_bits_match_the_streams_compress_writes(default_model, kodak_crop, tmp_path: Path) -> None:
+    """The model card's per-stage table: bits in context are what the range coder spends (within its
+    word padding), and the shipped context prior spends fewer than its marginal would."""
+    from vqcodec import codec, container
+    from vqcodec.bench import stage_bits
+
+    path = tmp_path / "crop.png"
+    kodak_crop.save(path)
+    bits = stage_bits.measure(default_model, [path], 3)
+    streams = container.unpack(codec.compress(path, default_model, 3)).header.stage_lengths
+    for s, stored in enumerate(streams):
+        assert bits.context[s] / 8 <= stored + 1 and stored <= bits.context[s] / 8 * 1.02 + 8
+    assert bits.context.sum() < bits.marginal.sum() and bits.cells == 12 * 16
+    assert "| all |" in stage_bits.table(bits, default_model.config.codebook_size)
