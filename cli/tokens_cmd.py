@@ -19,7 +19,7 @@ from vqcodec.safe_io import check_output, software_exif, write_atomic
 def tokens(
     inputs: Annotated[list[Path], typer.Argument(help="Images, .vqz files, or folders of them (walked recursively).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .npz file to write.")],
-    quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Stages per grid: 1 to the model's stage count; default: middle (as compress).")] = None,
+    quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality, as compress takes it (sets the stages per grid); default: every stage that all the given .vqz files hold, or for images compress's default.")] = None,
     model: ModelOpt = None,
     shard: Shard = None,
     max_pixels: MaxPixels = MAX_INPUT_PIXELS,
@@ -48,7 +48,7 @@ def tokens(
     parse_shard(shard)
     m = load_model(model)
     try:
-        q = codec.check_quality(m, quality)
+        codec.check_quality(m, quality)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
     check_output(out, force, inputs)
@@ -59,12 +59,12 @@ def tokens(
     if not mine:
         console.print(f"shard {shard}: no files (the other shards hold all {len(files)})", markup=False, highlight=False)
         return
-    result = tokenize(mine, m, q, max_pixels=max_pixels)
+    result = tokenize(mine, m, quality, max_pixels=max_pixels)
     save_tokens(result, out, overwrite=force, inputs=files)
     for t in result.images:
         console.print(printable(f"{t.name}: {t.width}x{t.height} {t.mode}, grids {'x'.join(map(str, t.grids.shape))}"),
                       markup=False, highlight=False)
-    console.print(printable(f"{len(result.images)} image(s) -> {out}: model {m.name}, quality {q}, "
+    console.print(printable(f"{len(result.images)} image(s) -> {out}: model {m.name}, {result.quality} stage(s), "
                             f"codes 0..{m.config.codebook_size - 1}"), markup=False, highlight=False)
 
 

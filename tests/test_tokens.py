@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from vqcodec.cli.main import app
-from vqcodec import codec
+from vqcodec import codec, container
 from vqcodec.errors import OutputError, VqzError
 from vqcodec.tokens import TokensError, detokenize, load_tokens, model_for_tokens, save_tokens, tokenize
 from vqcodec.zoo import CodecModel
@@ -179,6 +179,28 @@ def test_tokens_from_vqz_files_equal_tokens_from_their_images(tmp_path: Path, im
         tokenize(files[:1], tiny_model, 3)
     with pytest.raises(VqzError, match="not by the given model"):
         tokenize(files[:1], "default", 1)  # the file was written by the tiny model
+
+
+def test_tokens_of_vqz_files_default_to_every_stage_they_all_hold(tmp_path: Path, images: list[Path],
+                                                                  tiny_model_path: Path) -> None:
+    """Without -q, .vqz files of any quality give tokens (their common stages), instead of failing
+    because compress's default quality asks for more stages than a file holds."""
+    runner = CliRunner()
+    files = []
+    for path, q in zip(images, (3, 2, 3)):
+        files.append(tmp_path / f"{path.stem}.vqz")
+        done = runner.invoke(app, ["compress", str(path), "--model", str(tiny_model_path), "-q", str(q), "-o", str(files[-1])])
+        assert done.exit_code == 0, done.output
+    cut = tmp_path / "cut.vqz"
+    data = files[0].read_bytes()
+    cut.write_bytes(data[: container.info(data).quality_ends[0]])  # one complete stage of three
+    result = runner.invoke(app, ["tokens", *map(str, files), "--model", str(tiny_model_path), "-o", str(tmp_path / "t.npz")])
+    assert result.exit_code == 0, result.output
+    assert "2 stage(s)" in result.output
+    assert {t.grids.shape[0] for t in load_tokens(tmp_path / "t.npz").images} == {2}
+    assert tokenize([cut, files[1]], tiny_model_path).quality == 1
+    with pytest.raises(VqzError, match="qualities 1..2"):
+        tokenize(files, tiny_model_path, 3)
 
 
 def test_cli_tokens_on_a_folder_of_vqz_files_and_shards(tmp_path: Path, images: list[Path],

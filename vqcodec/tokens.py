@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vqcodec import codec
+from vqcodec import codec, container
 from vqcodec.container import MODE_CODES, check_limits
 from vqcodec.errors import TokensError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, assemble, load_image
@@ -81,27 +81,47 @@ def _from_vqz(path: Path, model: CodecModel, quality: int, max_pixels: int) -> I
     return ImageTokens(path.name, grids, h.width, h.height, h.mode, alpha)
 
 
+def _is_vqz(source: object) -> bool:
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".vqz"
+
+
+def _common_stages(paths: Sequence[str | os.PathLike[str]]) -> int:
+    """The complete stages every one of these .vqz files holds (read from their headers and checks, no decoding)."""
+    stages = []
+    for path in paths:
+        try:
+            stages.append(container.info(codec.read_file(path)).complete_stages)
+        except VqzError as exc:
+            raise VqzError(f"{path}: {exc}") from None
+    return min(stages)
+
+
 def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: ModelLike = None,
              quality: int | None = None, max_pixels: int = MAX_INPUT_PIXELS) -> TokenSet:
     """Index grids of images (paths or PIL images) with `model` at `quality`, as `compress` codes them.
 
     Paths ending in `.vqz` are read, not encoded: the first stages that `quality` keeps (the file
     must hold that many, written by `model`). The set's `quality` is that stage count: qualities
-    above the model's stage count keep every stage (`codec.quality_levels`).
+    above the model's stage count keep every stage (`codec.quality_levels`). Without a quality,
+    a set of `.vqz` files only keeps every stage they all hold; with images among them, the
+    images are coded at `compress`'s default quality.
     """
     m = as_model(model)
-    q = codec.check_quality(m, quality)
-    stages = codec.quality_levels(m)[q - 1][0]
+    if quality is None and images and all(map(_is_vqz, images)):
+        q, stages = None, _common_stages(images)
+    else:
+        q = codec.check_quality(m, quality)
+        stages = codec.quality_levels(m)[q - 1][0]
     dtype = np.min_scalar_type(m.config.codebook_size - 1)
     items = []
     for i, source in enumerate(images):
-        if isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".vqz":
+        if _is_vqz(source):
             t = _from_vqz(Path(source), m, stages, max_pixels)
             items.append(ImageTokens(t.name, t.grids.astype(dtype), t.width, t.height, t.mode, t.alpha))
             continue
         prepared = load_image(source, max_pixels)
         height, width = prepared.rgb.shape[:2]
-        grids = codec.encode_indices(m, prepared.rgb, q).astype(dtype)
+        grids = codec.encode_indices(m, prepared.rgb, q).astype(dtype)  # q is set: not every input is a .vqz
         name = Path(source).name if isinstance(source, (str, os.PathLike)) else f"image{i}"
         items.append(ImageTokens(name, grids, width, height, prepared.mode, prepared.alpha))
     return TokenSet(m.name, m.fingerprint.hex(), m.config.codebook_size, stages, tuple(items))
