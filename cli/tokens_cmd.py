@@ -19,7 +19,7 @@ from vqcodec.safe_io import check_output, software_exif, write_atomic
 def tokens(
     inputs: Annotated[list[Path], typer.Argument(help="Images, .vqz files, or folders of them (walked recursively).", show_default=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="The .npz file to write.")],
-    quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality, as compress takes it (sets the stages per grid); default: every stage that all the given .vqz files hold, or for images compress's default.")] = None,
+    quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="Quality, as compress takes it (sets the stages per grid); default: for .vqz files, every stage all their headers announce; for images, compress's default.")] = None,
     model: ModelOpt = None,
     shard: Shard = None,
     max_pixels: MaxPixels = MAX_INPUT_PIXELS,
@@ -42,7 +42,7 @@ def tokens(
     Example: vqcodec tokens photo.png other.png -q 4 --out tokens.npz
     """
     from vqcodec import codec  # here, so other commands start without torch
-    from vqcodec.tokens import save_tokens, tokenize
+    from vqcodec.tokens import save_tokens, tokenize, vqz_quality
     from vqcodec.zoo import load_model
 
     parse_shard(shard)
@@ -59,6 +59,8 @@ def tokens(
     if not mine:
         console.print(f"shard {shard}: no files (the other shards hold all {len(files)})", markup=False, highlight=False)
         return
+    if quality is None and all(p.suffix.lower() == ".vqz" for p in files):
+        quality = vqz_quality(m, files)  # over every shard's files, so that all shards keep the same stages
     result = tokenize(mine, m, quality, max_pixels=max_pixels)
     save_tokens(result, out, overwrite=force, inputs=files)
     for t in result.images:

@@ -183,24 +183,35 @@ def test_tokens_from_vqz_files_equal_tokens_from_their_images(tmp_path: Path, im
 
 def test_tokens_of_vqz_files_default_to_every_stage_they_all_hold(tmp_path: Path, images: list[Path],
                                                                   tiny_model_path: Path) -> None:
-    """Without -q, .vqz files of any quality give tokens (their common stages), instead of failing
-    because compress's default quality asks for more stages than a file holds."""
+    """Without -q, .vqz files of any quality give tokens of the stages all their headers announce,
+    instead of failing because compress's default quality asks for more stages than a file holds;
+    shards agree on it, so their union is still the unsharded run."""
     runner = CliRunner()
+    folder = tmp_path / "files"
+    folder.mkdir()
     files = []
     for path, q in zip(images, (3, 2, 3)):
-        files.append(tmp_path / f"{path.stem}.vqz")
+        files.append(folder / f"{path.stem}.vqz")
         done = runner.invoke(app, ["compress", str(path), "--model", str(tiny_model_path), "-q", str(q), "-o", str(files[-1])])
         assert done.exit_code == 0, done.output
-    cut = tmp_path / "cut.vqz"
-    data = files[0].read_bytes()
-    cut.write_bytes(data[: container.info(data).quality_ends[0]])  # one complete stage of three
-    result = runner.invoke(app, ["tokens", *map(str, files), "--model", str(tiny_model_path), "-o", str(tmp_path / "t.npz")])
+    model = ["--model", str(tiny_model_path)]
+    result = runner.invoke(app, ["tokens", str(folder), *model, "-o", str(tmp_path / "t.npz")])
     assert result.exit_code == 0, result.output
     assert "2 stage(s)" in result.output
-    assert {t.grids.shape[0] for t in load_tokens(tmp_path / "t.npz").images} == {2}
-    assert tokenize([cut, files[1]], tiny_model_path).quality == 1
-    with pytest.raises(VqzError, match="qualities 1..2"):
-        tokenize(files, tiny_model_path, 3)
+    whole = {t.name: t.grids for t in load_tokens(tmp_path / "t.npz").images}
+    assert {g.shape[0] for g in whole.values()} == {2}
+    merged = {}
+    for k in range(3):  # shard 1 holds only the quality-2 file, the others only quality-3 files
+        part = tmp_path / f"s{k}.npz"
+        assert runner.invoke(app, ["tokens", str(folder), *model, "--shard", f"{k}/3", "-o", str(part)]).exit_code == 0
+        merged.update({t.name: t.grids for t in load_tokens(part).images})
+    assert merged.keys() == whole.keys() and all(np.array_equal(merged[n], whole[n]) for n in whole)
+    cut = tmp_path / "cut.vqz"
+    data = files[0].read_bytes()
+    cut.write_bytes(data[: container.info(data).quality_ends[0]])  # announces 3 stages, holds 1
+    with pytest.raises(VqzError, match="cut.vqz: truncated file, holds 1 complete stages of the 3 asked"):
+        tokenize([cut, files[2]], tiny_model_path)
+    assert tokenize([cut, files[1]], tiny_model_path, 1).quality == 1
 
 
 def test_cli_tokens_on_a_folder_of_vqz_files_and_shards(tmp_path: Path, images: list[Path],

@@ -85,15 +85,24 @@ def _is_vqz(source: object) -> bool:
     return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".vqz"
 
 
-def _common_stages(paths: Sequence[str | os.PathLike[str]]) -> int:
-    """The complete stages every one of these .vqz files holds (read from their headers and checks, no decoding)."""
+def vqz_quality(model: ModelLike, paths: Sequence[str | os.PathLike[str]]) -> int:
+    """The quality that keeps every stage all these .vqz files announce: the fewest stages any header
+    states (headers only, so N shard jobs given the same file list agree without reading the files)."""
+    m = as_model(model)
     stages = []
     for path in paths:
         try:
-            stages.append(container.info(codec.read_file(path)).complete_stages)
+            with open(path, "rb") as f:
+                stages.append(container.read_header(f.read(container.MAX_HEADER)).stages)
+        except OSError as exc:
+            raise VqzError(f"{path}: cannot read ({exc.strerror})") from None
         except VqzError as exc:
             raise VqzError(f"{path}: {exc}") from None
-    return min(stages)
+    fewest = min(stages)
+    for q, (kept, _) in enumerate(codec.quality_levels(m), start=1):
+        if kept >= fewest:
+            return q
+    raise VqzError(f"{paths[0]}: the files hold more stages than model '{m.name}' has")
 
 
 def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: ModelLike = None,
@@ -103,15 +112,14 @@ def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: Mode
     Paths ending in `.vqz` are read, not encoded: the first stages that `quality` keeps (the file
     must hold that many, written by `model`). The set's `quality` is that stage count: qualities
     above the model's stage count keep every stage (`codec.quality_levels`). Without a quality,
-    a set of `.vqz` files only keeps every stage they all hold; with images among them, the
-    images are coded at `compress`'s default quality.
+    a set of `.vqz` files only keeps every stage their headers all announce (`vqz_quality`);
+    with images among them, `compress`'s default quality.
     """
     m = as_model(model)
     if quality is None and images and all(map(_is_vqz, images)):
-        q, stages = None, _common_stages(images)
-    else:
-        q = codec.check_quality(m, quality)
-        stages = codec.quality_levels(m)[q - 1][0]
+        quality = vqz_quality(m, images)
+    q = codec.check_quality(m, quality)
+    stages = codec.quality_levels(m)[q - 1][0]
     dtype = np.min_scalar_type(m.config.codebook_size - 1)
     items = []
     for i, source in enumerate(images):
@@ -121,7 +129,7 @@ def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: Mode
             continue
         prepared = load_image(source, max_pixels)
         height, width = prepared.rgb.shape[:2]
-        grids = codec.encode_indices(m, prepared.rgb, q).astype(dtype)  # q is set: not every input is a .vqz
+        grids = codec.encode_indices(m, prepared.rgb, q).astype(dtype)
         name = Path(source).name if isinstance(source, (str, os.PathLike)) else f"image{i}"
         items.append(ImageTokens(name, grids, width, height, prepared.mode, prepared.alpha))
     return TokenSet(m.name, m.fingerprint.hex(), m.config.codebook_size, stages, tuple(items))
