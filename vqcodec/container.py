@@ -278,15 +278,18 @@ def unpack(data: bytes, allow_truncated: bool = False) -> VqzFile:
     header, offset = _parse_header(data)
     ends = quality_ends(header, offset)
     _, alpha_check, stage_checks = _check_sizes(header.version, header.alpha_length > 0, header.stages)
+    running = zlib.crc32(memoryview(data)[:offset])  # version 3: the CRC-32 of every byte read so far
     alpha = b""
     if header.alpha_length:
-        alpha = _block(data, offset, header.alpha_length, alpha_check, header.version, "the alpha plane")
+        alpha, running = _block(data, offset, header.alpha_length, alpha_check, header.version, running,
+                                "the alpha plane")
         offset += header.alpha_length + alpha_check
     streams = []
     for s, (n, check) in enumerate(zip(header.stage_lengths, stage_checks)):
         if offset + n + check > len(data):
             break
-        streams.append(restore(_block(data, offset, n, check, header.version, f"stage {s + 1}")))
+        block, running = _block(data, offset, n, check, header.version, running, f"stage {s + 1}")
+        streams.append(restore(block))
         offset += n + check
     if not streams:
         raise VqzError(f"truncated file: {len(data)} bytes, cut before the end of stage 1 (byte {ends[0]})")
@@ -349,17 +352,23 @@ def info(data: bytes) -> FileInfo:
     return FileInfo(f.header, len(data), n, quality_ends(f.header, n), len(f.streams))
 
 
-def _block(data: bytes, offset: int, length: int, check: int, version: int, what: str) -> bytes:
-    """A block's bytes, its check verified; refuses a block cut short."""
+def _block(data: bytes, offset: int, length: int, check: int, version: int, running: int,
+           what: str) -> tuple[bytes, int]:
+    """A block's bytes, its check verified, and the CRC-32 of the file up to the end of its check.
+
+    `running` is the CRC-32 of the file's bytes before the block (version 3 checks cover them;
+    version 2 checks cover the block alone). Refuses a block cut short.
+    """
     end = offset + length
     if end + check > len(data):
         raise VqzError(f"truncated file: cut inside {what} (it ends at byte {end + check})")
     block = data[offset:end]
-    expected = zlib.crc32(block) if version == 2 else zlib.crc32(memoryview(data)[:end])
+    upto = zlib.crc32(block, running)
+    expected = zlib.crc32(block) if version == 2 else upto
     stored = data[end : end + check]
     if (_CRC.pack(expected) if check == CRC_BYTES else bytes([expected & 0xFF])) != stored:
         raise VqzError(f"{what} is damaged (checksum mismatch)")
-    return block
+    return block, zlib.crc32(stored, upto)
 
 
 def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
