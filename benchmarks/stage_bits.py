@@ -18,11 +18,9 @@ import numpy as np
 import torch
 
 from vqcodec import codec
+from vqcodec.data import find_images
 from vqcodec.images import load_image
 from vqcodec.zoo import ModelLike, as_model
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
-
 
 @dataclass(frozen=True)
 class StageBits:
@@ -80,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quality", type=int, default=8)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = find_images(args.data)
     m = as_model(args.model)
     print(f"model {m.name}, quality {args.quality}, {len(paths)} images from {args.data}")
     print(table(measure(m, paths, args.quality), m.config.codebook_size))

@@ -59,7 +59,7 @@ def tokens(
     if not mine:
         console.print(f"shard {shard}: no files (the other shards hold all {len(files)})", markup=False, highlight=False)
         return
-    if quality is None and all(p.suffix.lower() == ".vqz" for p in files):
+    if quality is None and all(map(batch.is_vqz, files)):
         quality = vqz_quality(m, files)  # over every shard's files, so that all shards keep the same stages
     result = tokenize(mine, m, quality, max_pixels=max_pixels)
     save_tokens(result, out, overwrite=force, inputs=files)

@@ -30,6 +30,7 @@ from vqcodec.registry import find_shipped
 from vqcodec.text import printable
 from vqcodec.zoo import CodecModel, ModelLike, as_model
 
+
 def quality_levels(model: CodecModel) -> tuple[tuple[int, float], ...]:
     """`compress`'s qualities, from 1: (stages, scale of the model's rate weights) for each.
 
@@ -246,19 +247,18 @@ def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
     The file pins its model's fingerprint (all of it for a shipped model's short id, else the
     first 4 bytes); the model's full fingerprint is recomputed from its weights when it is loaded.
     """
-    shown = header.model_id[: container.MODEL_ID_BYTES].hex()
     if model is None:
         names = find_shipped(header.model_id)
         if not names:
-            raise VqzError(f"file was written by model {shown}, which is not installed "
+            raise VqzError(f"file was written by model {header.model_hex}, which is not installed "
                            "(pass its model file with --model)")
         if len(names) > 1:
-            raise VqzError(f"file's model id {shown} fits several installed models "
+            raise VqzError(f"file's model id {header.model_hex} fits several installed models "
                            f"({', '.join(names)}): choose one with --model")
         model = names[0]
     m = as_model(model)
     if not m.fingerprint.startswith(header.model_id):
-        raise VqzError(f"file was written by model {shown}, "
+        raise VqzError(f"file was written by model {header.model_hex}, "
                        f"not by the given model '{printable(m.name)}' ({m.fingerprint[:container.MODEL_ID_BYTES].hex()})")
     if header.stages > m.config.num_stages:
         raise VqzError(f"file stores {header.stages} stages, the model has only {m.config.num_stages}")

@@ -98,6 +98,11 @@ class VqzHeader:
     def pixels(self) -> int:
         return self.width * self.height
 
+    @property
+    def model_hex(self) -> str:
+        """The model id as people read it: the fingerprint's first 4 bytes in hex, whatever the file pins."""
+        return self.model_id[:MODEL_ID_BYTES].hex()
+
 
 @dataclass(frozen=True)
 class VqzFile:
@@ -204,8 +209,8 @@ def assemble(body: bytes, blocks: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
-def pack_header(h: VqzHeader) -> bytes:
-    """The version-3 header bytes of `h`, its check included (checked for consistency first)."""
+def _check_header(h: VqzHeader) -> None:
+    """ValueError when `h` cannot be written: unknown mode, short model id, bad stage or alpha lengths, size."""
     if h.mode not in MODE_CODES:
         raise ValueError(f"unknown mode {h.mode}")
     if len(h.model_id) < MODEL_ID_BYTES:
@@ -215,6 +220,11 @@ def pack_header(h: VqzHeader) -> bytes:
     if (h.alpha_length > 0) != (h.mode in ALPHA_MODES) or h.alpha_length > MAX_BLOCK:
         raise ValueError(f"mode {h.mode} with an alpha plane of {h.alpha_length} bytes")
     check_limits(h.width, h.height)
+
+
+def pack_header(h: VqzHeader) -> bytes:
+    """The version-3 header bytes of `h`, its check included (checked for consistency first)."""
+    _check_header(h)
     body = header_body(h)
     return body + bytes([zlib.crc32(body) & 0xFF])
 
@@ -228,7 +238,7 @@ def pack(f: VqzFile) -> bytes:
     h = f.header
     if tuple(len(s) for s in stored) != h.stage_lengths or len(f.alpha) != h.alpha_length:
         raise ValueError("stream lengths disagree with the header")
-    pack_header(h)
+    _check_header(h)
     return assemble(header_body(h), ([f.alpha] if h.alpha_length else []) + stored)
 
 

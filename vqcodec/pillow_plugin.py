@@ -61,7 +61,7 @@ class VqzImageFile(ImageFile.ImageFile):
         self._size = (header.width, header.height)
         self._mode = header.mode
         names = registry.find_shipped(header.model_id)
-        self.info["model_id"] = header.model_id[: container.MODEL_ID_BYTES].hex()
+        self.info["model_id"] = header.model_hex
         self.info["model"] = names[0] if len(names) == 1 else self.info["model_id"]
         self.info["quality"] = header.stages
         self.tile = [(FORMAT, (0, 0, *self._size), 0, None)]

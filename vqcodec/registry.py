@@ -15,6 +15,7 @@ import struct
 from importlib import resources
 from pathlib import Path
 
+from vqcodec.container import MODEL_ID_BYTES
 from vqcodec.errors import ModelError
 
 MAX_METADATA = 1 << 24
@@ -52,5 +53,5 @@ def find_shipped(model_id: bytes) -> list[str]:
 def describe(model_id: bytes) -> str:
     """A model id as people read it: the shipped model's name and the id in hex, or the id alone."""
     names = find_shipped(model_id)
-    shown = model_id[:4].hex()
+    shown = model_id[:MODEL_ID_BYTES].hex()
     return f"{names[0]} ({shown})" if len(names) == 1 else shown
