@@ -34,8 +34,14 @@ def _step_info(m: dict[str, Any]) -> str:
     info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
     if "perplexity" in m:
         info += f" ppl {m['perplexity']:.0f} used {m['codes_in_use']:.0%} q{m['stages']}"
-    if "val_psnr" in m:
+    if "quality" in m:
+        info += f" q{m['quality']}"
+    if "val_bpp" in m:
         info += f" | val {m['val_psnr'][-1]:.2f} dB @ {m['val_bpp'][-1]:.3f} bpp"
+    elif "val_psnr" in m:
+        info += f" | val q1-q{len(m['val_psnr'])} {m['val_psnr'][0]:.2f}-{m['val_psnr'][-1]:.2f} dB"
+        if "val_msssim" in m:
+            info += f", MS-SSIM {m['val_msssim'][0]:.4f}-{m['val_msssim'][-1]:.4f}"
     return info
 
 
@@ -48,6 +54,9 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
         return "initialising the codebooks by k-means on encoder outputs"
     if phase == "train":
         return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
+    if phase == "decoder":
+        return (f"steps {step + 1}-{cfg.steps}, the decoder alone ({cfg.loss} loss) on the codes compress writes "
+                f"at a random quality; encoder, codebooks and prior stay {cfg.init}'s")
     views = m["views"]
     why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
         "; --prior-views 1, 2, 8 or 32 trades time for a better prior"
@@ -84,7 +93,7 @@ class PlainProgress:
         elif event is None:
             step = m["step"]
             if late or step == 1 or step % self.every == 0 or step == self.cfg.steps or "val_psnr" in m:
-                phase = "train" if m["stages"] else "pretrain"
+                phase = "decoder" if self.cfg.decoder_only else "train" if m["stages"] else "pretrain"
                 self._print(f"step {step}/{self.cfg.steps} phase {phase} {_step_info(m)}")
 
 
@@ -116,10 +125,18 @@ def train(
     rate_weights: Annotated[str, typer.Option(
         help="Rate-aware coding: stages 2..S choose codes by squared latent error + weight x bits in context "
              "(one weight for all, or comma-separated, one per stage); the prior is counted on those codes and "
-             "compress uses the weights (stored in the file). Empty: nearest code.")] = "",
+             "compress uses the weights (stored in the file). Empty: nearest code. With --decoder-only: the "
+             "weights the new model codes with (empty: --init's); the prior stays --init's.")] = "",
     prior_rounds: Annotated[Optional[int], typer.Option(
         help="Prior fits: the first on greedy codes, each further one on the codes rate-aware coding picks under "
              "the previous fit. Default: 1 without --rate-weights, else 4.", show_default=False)] = None,
+    decoder_only: Annotated[bool, typer.Option(
+        "--decoder-only", help="Fine-tune only the decoder of --init on the codes compress writes at a random quality "
+             "each step. Encoder, codebooks and prior stay as they are, so the new model reads every file the "
+             "--init model wrote; no prior is fitted.")] = False,
+    loss: Annotated[str, typer.Option(
+        help="Decoder loss with --decoder-only: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model; "
+             "needs --crop 161 or more).")] = "mse",
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
@@ -129,6 +146,9 @@ def train(
     When stdout is not a terminal (> log), progress is printed there as plain lines.
 
     Example: vqcodec train --data photos/ --val val/ --steps 200 --out m.safetensors
+
+    With --decoder-only --init MODEL, only MODEL's decoder is fine-tuned, on the codes compress
+    writes (its stages, rate weights and prior), with --loss mse or ms-ssim.
     """
     from vqcodec.model import ModelConfig  # here, so other commands start without torch
     from vqcodec.pricing import parse_weights
@@ -141,7 +161,8 @@ def train(
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
-                          seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds)
+                          seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
+                          decoder_only=decoder_only, loss=loss)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)

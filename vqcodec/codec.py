@@ -246,6 +246,7 @@ def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
 
     The file pins its model's fingerprint (all of it for a shipped model's short id, else the
     first 4 bytes); the model's full fingerprint is recomputed from its weights when it is loaded.
+    A decoder fine-tune of that model reads the file too (`CodecModel.decodes`).
     """
     if model is None:
         names = find_shipped(header.model_id)
@@ -257,7 +258,7 @@ def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
                            f"({', '.join(names)}): choose one with --model")
         model = names[0]
     m = as_model(model)
-    if not m.fingerprint.startswith(header.model_id):
+    if not m.reads(header.model_id):
         raise VqzError(f"file was written by model {header.model_hex}, "
                        f"not by the given model '{printable(m.name)}' ({m.fingerprint[:container.MODEL_ID_BYTES].hex()})")
     if header.stages > m.config.num_stages:

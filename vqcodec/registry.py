@@ -6,6 +6,9 @@ fingerprint sits in each model file's safetensors metadata (a JSON header at the
 start of the file), so finding the model a file needs, or naming it in `vqcodec
 info`, reads a few kilobytes per shipped model. Loading a model (`vqcodec.zoo`)
 recomputes the full fingerprint from the weights and refuses a mismatch.
+
+A decoder fine-tune of a model (`vqcodec.decoder_tuning`) lists its ancestors' fingerprints in its
+metadata (`decodes`): a file that names an ancestor no longer shipped decodes with it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 from vqcodec.container import MODEL_ID_BYTES
 from vqcodec.errors import ModelError
 
+PREFERRED = "default"
+"""Of several shipped fine-tunes equally near a file's model, the one that decodes it."""
 MAX_METADATA = 1 << 24
 """Largest safetensors JSON header read when looking for a fingerprint."""
 
@@ -32,22 +37,36 @@ def shipped_models() -> dict[str, Path]:
     }
 
 
-def stated_fingerprint(path: Path) -> bytes:
-    """The fingerprint a model file states in its metadata (not verified: `zoo.load_model` does that)."""
+def stated_lineage(path: Path) -> tuple[bytes, ...]:
+    """The fingerprint a model file states in its metadata, then those of the ancestors whose streams it reads
+    (nearest first); not verified: `zoo.load_model` does that."""
     try:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
             if n > MAX_METADATA:
                 raise ValueError("header too large")
             meta = json.loads(f.read(n)).get("__metadata__") or {}
-        return bytes.fromhex(meta["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+        ancestors = meta.get("decodes", "")
+        return tuple(bytes.fromhex(f) for f in [meta["fingerprint"], *(ancestors.split(",") if ancestors else [])])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
         raise ModelError(f"{path}: cannot read the model's fingerprint ({exc})") from None
 
 
+def stated_fingerprint(path: Path) -> bytes:
+    """The fingerprint a model file states in its metadata (not verified: `zoo.load_model` does that)."""
+    return stated_lineage(path)[0]
+
+
 def find_shipped(model_id: bytes) -> list[str]:
-    """Names of the shipped models whose fingerprint starts with `model_id` (normally one or none)."""
-    return sorted(name for name, path in shipped_models().items() if stated_fingerprint(path).startswith(model_id))
+    """Names of the shipped models that read data naming `model_id` (a fingerprint or its first bytes): the
+    model itself, else its nearest decoder fine-tunes (`default` first among equals). Normally one or none;
+    several only when equally near, which the caller must settle."""
+    ranked = []
+    for name, path in shipped_models().items():
+        depth = next((i for i, f in enumerate(stated_lineage(path)) if f.startswith(model_id)), None)
+        if depth is not None:
+            ranked.append((depth, name != PREFERRED, name))
+    return [name for *rank, name in sorted(ranked) if rank == list(sorted(ranked)[0][:2])]
 
 
 def describe(model_id: bytes) -> str:

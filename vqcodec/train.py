@@ -49,6 +49,13 @@ from vqcodec.model import VQVAE, ModelConfig, _to_rows
 from vqcodec.zoo import load_model, save_model
 
 
+LOSSES = ("mse", "ms-ssim")
+"""Decoder losses of a decoder-only run: mean squared error, or 1 - MS-SSIM (pytorch-msssim, 5 scales),
+both taken in the logarithm (`decoder_tuning.loss_of`)."""
+MSSSIM_MIN_SIDE = 161
+"""Smallest crop side that MS-SSIM's five scales of an 11-pixel window accept."""
+
+
 @dataclass
 class TrainConfig:
     """Options of one training run (the CLI's `vqcodec train` flags)."""
@@ -78,10 +85,15 @@ class TrainConfig:
     """Views of each training image the prior is counted over (`prior_view_choices`); None: `auto_prior_views`."""
     rate_weights: tuple[float, ...] = ()
     """Rate-aware coding weights of stages 2..S (`vqcodec.pricing.stage_weights`: one for all, or one each)
-    the prior is counted under; stored in the model file, so `compress` codes with them. Empty: greedy."""
+    the prior is counted under; stored in the model file, so `compress` codes with them. Empty: greedy.
+    In a `decoder_only` run, the weights the decoder learns the codes of (empty: the `init` model's)."""
     prior_rounds: int | None = None
     """Prior fits: the first counts greedy codes, each further one the codes chosen under the previous fit's
     prices. None: 1 without rate weights, else `RATE_PRIOR_ROUNDS`."""
+    decoder_only: bool = False
+    """Fine-tune only the decoder of `init` on the codes `compress` writes (`vqcodec.decoder_tuning`)."""
+    loss: str = "mse"
+    """Decoder loss of a `decoder_only` run (`LOSSES`); the full recipe trains on MSE."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -98,6 +110,14 @@ class TrainConfig:
             self.prior_rounds = RATE_PRIOR_ROUNDS if weights.any() else 1
         if self.prior_rounds < 1:
             raise ValueError(f"--prior-rounds must be at least 1, got {self.prior_rounds}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss != "mse" and not self.decoder_only:
+            raise ValueError(f"--loss {self.loss} is for --decoder-only runs; the full recipe trains on MSE")
+        if self.loss == "ms-ssim" and self.crop < MSSSIM_MIN_SIDE:
+            raise ValueError(f"--loss ms-ssim needs --crop {MSSSIM_MIN_SIDE} or more (five scales of an 11-pixel window)")
+        if self.decoder_only and self.init is None:
+            raise ValueError("--decoder-only fine-tunes a model: give it with --init (also when resuming)")
         choices = prior_view_choices(self.model.stride)
         if self.prior_views is not None and self.prior_views not in choices:
             raise ValueError(f"--prior-views must be one of {', '.join(map(str, choices))}, got {self.prior_views}")
@@ -460,8 +480,13 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     `{"event": "prior", "image": i, "images": n, ...}` after each training image the prior counts
     (the prior fit encodes every view of every image: minutes on a long run). On
     KeyboardInterrupt or SIGTERM a checkpoint is written and the interrupt re-raised.
-    Returns the trained network.
+    Returns the trained network. With `cfg.decoder_only` the run is `decoder_tuning.tune_decoder` instead.
     """
+    if cfg.decoder_only:
+        from vqcodec.decoder_tuning import tune_decoder  # it builds on this module
+
+        return tune_decoder(cfg, on_step)
+
     def event(record: dict[str, Any]) -> None:
         if on_step is not None:
             on_step(record)

@@ -8,6 +8,11 @@ metadata the `ModelConfig` as JSON and a fingerprint: a
 SHA-256 over every tensor's name, dtype, shape and bytes plus the config. Loading
 recomputes the fingerprint and refuses a file whose content does not match it, and
 `.vqz` files name the fingerprint of the model that wrote them.
+
+A model whose decoder was fine-tuned (`vqcodec.decoder_tuning`) keeps its ancestor's encoder,
+codebooks and prior, so it reads every stream the ancestor wrote: its metadata lists the
+ancestors' fingerprints under `decodes` (covered by its own fingerprint), and files naming an
+ancestor decode with it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ LEARNED_PREFIX = "prior.learned."
 RATE_KEY = "prior.rate_weights"
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
+DECODES_KEY = "decodes"
 
 
 @dataclass
@@ -54,6 +60,12 @@ class CodecModel:
     prior: Prior
     fingerprint: bytes
     rate_weights: np.ndarray
+    decodes: tuple[bytes, ...] = ()
+    """Fingerprints of the models whose streams this one reads too (decoder fine-tunes of them), nearest first."""
+
+    def reads(self, model_id: bytes) -> bool:
+        """Whether data naming `model_id` (a fingerprint or its first bytes) is this model's or an ancestor's."""
+        return any(f.startswith(model_id) for f in (self.fingerprint, *self.decodes))
 
     @cached_property
     def synthesis(self) -> torch.nn.Module:
@@ -73,9 +85,12 @@ class CodecModel:
         return self.net.config.name
 
 
-def fingerprint(tensors: dict[str, torch.Tensor], config_json: str) -> bytes:
-    """SHA-256 over the config and every tensor (sorted by name), as 32 bytes."""
+def fingerprint(tensors: dict[str, torch.Tensor], config_json: str, decodes: str = "") -> bytes:
+    """SHA-256 over the config, the `decodes` lineage (when there is one) and every tensor (sorted by name),
+    as 32 bytes."""
     h = hashlib.sha256(config_json.encode())
+    if decodes:
+        h.update(f"|decodes|{decodes}|".encode())
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -98,17 +113,21 @@ def _state_tensors(net: VQVAE, prior: Prior, rate_weights: np.ndarray | None) ->
 
 
 def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
-               rate_weights: np.ndarray | None = None) -> bytes:
+               rate_weights: np.ndarray | None = None, decodes: tuple[bytes, ...] = ()) -> bytes:
     """Write a model file atomically; returns its fingerprint. `rate_weights` (one per stage, default
-    all zero) are the rate-aware coding weights the prior was counted under."""
+    all zero) are the rate-aware coding weights the prior was counted under; `decodes` the fingerprints
+    of the models whose streams this one reads too (only for a decoder fine-tune of them)."""
     if prior.num_stages != net.config.num_stages or prior.counts.shape[-1] != net.config.codebook_size:
         raise ValueError("prior shape does not match the model's stages and codebook size")
     if rate_weights is not None:
         _check_rate_weights(np.asarray(rate_weights), net.config.num_stages)
     tensors = _state_tensors(net, prior, rate_weights)
     config_json = net.config.to_json()
-    digest = fingerprint(tensors, config_json)
+    lineage = ",".join(f.hex() for f in decodes)
+    digest = fingerprint(tensors, config_json, lineage)
     meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
+    if lineage:
+        meta[DECODES_KEY] = lineage
     write_bytes_atomic(path, save(tensors, metadata=meta), overwrite=True)
     return digest
 
@@ -155,7 +174,12 @@ def _load(path: Path) -> CodecModel:
         config = ModelConfig.from_json(meta["config"])
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelError(f"{path}: bad model config ({exc})") from None
-    digest = fingerprint(tensors, meta["config"])
+    lineage = meta.get(DECODES_KEY, "")
+    try:
+        decodes = tuple(bytes.fromhex(f) for f in lineage.split(",")) if lineage else ()
+    except ValueError:
+        raise ModelError(f"{path}: bad '{DECODES_KEY}' metadata (not hex fingerprints)") from None
+    digest = fingerprint(tensors, meta["config"], lineage)
     if digest.hex() != meta["fingerprint"]:
         raise ModelError(f"{path}: content does not match its fingerprint (file altered or damaged)")
     try:
@@ -172,7 +196,7 @@ def _load(path: Path) -> CodecModel:
     # Channels-last convolutions run the encoder about 20% faster on CPU; the decoder keeps the
     # default layout, whose results are checked to be identical across thread counts.
     net.encoder.to(memory_format=torch.channels_last)
-    return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights)
+    return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights, decodes=decodes)
 
 
 def _read_rate_weights(tensors: dict[str, torch.Tensor], num_stages: int) -> np.ndarray:
@@ -226,7 +250,7 @@ def identify(name: str, fingerprint: bytes, model: ModelLike, made: str,
         m = load_model(name)
     else:
         m = as_model(model)
-    if not m.fingerprint.startswith(fingerprint):
+    if not m.reads(fingerprint):
         raise error(f"{made} by model '{printable(name)}' ({fingerprint.hex()}), "
                     f"not by the given model '{printable(m.name)}' ({m.fingerprint[:len(fingerprint)].hex()})")
     return m

@@ -1,0 +1,204 @@
+"""Decoder fine-tuning (`vqcodec train --decoder-only`): only the decoder learns, the streams stay the
+start model's, and files of the start model decode with the tuned one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY, noise_image, synthetic_image
+from tests.test_cli import run
+from vqcodec import codec, container, registry
+from vqcodec.decoder_tuning import CompressCodes, quality_at
+from vqcodec.entropy import FrequencyPrior
+from vqcodec.errors import ModelError, VqzError
+from vqcodec.model import VQVAE
+from vqcodec.train import TrainConfig, train
+from vqcodec.zoo import load_model, save_model
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        synthetic_image(size=(48, 40), seed=i).save(root / f"p{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def start_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model with rate weights, so `compress` prices codes and has qualities above its stage count."""
+    torch.manual_seed(1)
+    net = VQVAE(TINY).eval()
+    for stage in net.quantizer.stages:
+        stage.set_codebook(torch.randn(TINY.codebook_size, TINY.latent_dim) * 0.3)
+    counts = np.arange(1, TINY.codebook_size + 1)[None].repeat(TINY.num_stages, 0) ** 2
+    path = tmp_path_factory.mktemp("start") / "start.safetensors"
+    save_model(net, FrequencyPrior(counts), path, np.array([0.0, 0.05, 0.05]))
+    return path
+
+
+def config(folder: Path, out: Path, init: Path, **kw: object) -> TrainConfig:
+    base = dict(data=folder, val=folder, out=out, model=TINY, init=init, decoder_only=True, steps=4, batch_size=2,
+                crop=16, val_every=4, val_images=2, checkpoint_every=2, workers=0, lr=1e-2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tuned_path(folder: Path, start_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = config(folder, tmp_path_factory.mktemp("tuned") / "tuned.safetensors", start_path)
+    train(cfg)
+    return cfg.out
+
+
+def test_only_the_decoder_changes(start_path: Path, tuned_path: Path) -> None:
+    start, tuned = load_model(start_path), load_model(tuned_path)
+    before, after = start.net.state_dict(), tuned.net.state_dict()
+    for key in before:
+        same = torch.equal(before[key], after[key])
+        # BatchNorm statistics stay too: the network is tuned in eval mode
+        assert same != (key.startswith("decoder.") and key.endswith(("weight", "bias"))), key
+    assert np.array_equal(start.prior.counts, tuned.prior.counts)
+    assert np.array_equal(start.rate_weights, tuned.rate_weights)
+    assert tuned.fingerprint != start.fingerprint and tuned.decodes == (start.fingerprint,)
+    assert tuned.config == start.config  # TINY's name too; a run names its model with --name
+
+
+def test_the_tuned_model_writes_the_same_streams_and_reads_the_start_models_files(start_path: Path,
+                                                                                tuned_path: Path) -> None:
+    start, tuned = load_model(start_path), load_model(tuned_path)
+    image = synthetic_image(size=(40, 32))
+    for quality in (1, 3, 5):
+        old, new = codec.compress(image, start, quality), codec.compress(image, tuned, quality)
+        assert container.unpack(old).streams == container.unpack(new).streams
+        decoded = codec.decompress(old, tuned)
+        assert decoded.size == image.size and decoded.tobytes() == codec.decompress(new, tuned).tobytes()
+    # the lineage goes one way: the start model does not read the tuned model's files
+    with pytest.raises(VqzError, match="not by the given model"):
+        codec.decompress(codec.compress(image, tuned, 2), start)
+
+
+def test_the_lineage_is_covered_by_the_fingerprint(tuned_path: Path, tmp_path: Path) -> None:
+    raw = tuned_path.read_bytes()
+    (n,) = np.frombuffer(raw[:8], dtype="<u8")
+    header = json.loads(raw[8 : 8 + int(n)])
+    lineage = header["__metadata__"]["decodes"]
+    forged = lineage[:-1] + ("0" if lineage[-1] != "0" else "1")
+    assert raw.count(lineage.encode()) == 1
+    path = tmp_path / "forged.safetensors"
+    path.write_bytes(raw.replace(lineage.encode(), forged.encode()))
+    with pytest.raises(ModelError, match="does not match its fingerprint"):
+        load_model(path)
+
+
+def test_training_codes_are_the_codes_compress_writes(start_path: Path) -> None:
+    model = load_model(start_path)
+    codes = CompressCodes(model, torch.device("cpu"))
+    rgb = np.asarray(noise_image(32, 24))
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255)[None]
+    assert len(codes.levels) == len(codec.quality_levels(model)) == 5
+    for quality in range(1, 6):
+        idx = codec.encode_indices(model, rgb, quality)
+        expected = model.net.quantizer.decode(torch.from_numpy(idx).long()).permute(2, 0, 1)
+        assert torch.allclose(codes.latents(model.net, x, quality)[0], expected, atol=1e-5), quality
+    assert {quality_at(s, 0, 5) for s in range(200)} == {1, 2, 3, 4, 5}
+    assert quality_at(7, 0, 5) == quality_at(7, 0, 5)
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Path, tuned_path: Path,
+                                                     tmp_path: Path) -> None:
+    cfg = config(folder, tmp_path / "m.safetensors", start_path)
+
+    def stop_at_2(metrics: dict) -> None:
+        if metrics.get("step") == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, on_step=stop_at_2)
+    train(config(folder, cfg.out, start_path, resume=cfg.checkpoint))
+    for (key, a), b in zip(load_model(tuned_path).net.state_dict().items(), load_model(cfg.out).net.state_dict().values()):
+        assert torch.equal(a, b), key
+    steps = [r["step"] for r in map(json.loads, cfg.log.read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_ms_ssim_loss_and_the_validation_it_logs(folder: Path, start_path: Path, tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.mkdir()
+    synthetic_image(size=(200, 180)).save(big / "a.png")
+    cfg = config(big, tmp_path / "p.safetensors", start_path, loss="ms-ssim", crop=168, steps=2, val_every=2,
+                 val_images=1)
+    train(cfg)
+    records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
+    assert records[0]["objective"] == "ms-ssim" and records[0]["mode"] == "decoder-only"
+    val = [r for r in records if "val_msssim" in r][-1]
+    assert len(val["val_msssim"]) == len(val["val_psnr"]) == 5 and all(0 < s <= 1 for s in val["val_msssim"])
+    assert all(r["loss"] < 0 for r in records if "loss" in r)  # log(1 - MS-SSIM)
+
+
+def test_other_rate_weights_are_stored_and_their_codes_still_decode(folder: Path, start_path: Path,
+                                                                    tmp_path: Path) -> None:
+    cfg = config(folder, tmp_path / "w.safetensors", start_path, rate_weights=(0.5,), steps=2,
+                 model=replace(TINY, name="cheap"))
+    train(cfg)
+    start, tuned = load_model(start_path), load_model(cfg.out)
+    assert tuned.name == "cheap" and tuned.config == replace(start.config, name="cheap")
+    assert tuned.rate_weights.tolist() == [0.0, 0.5, 0.5] and tuned.decodes == (start.fingerprint,)
+    assert np.array_equal(start.prior.counts, tuned.prior.counts)
+    image = synthetic_image(size=(40, 32))
+    cheap, usual = codec.compress(image, tuned, 3), codec.compress(image, start, 3)
+    assert len(cheap) < len(usual)  # priced 10 times higher
+    assert codec.decompress(cheap, tuned).size == image.size
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(init=None), "give it with --init"),
+    (dict(decoder_only=False, loss="ms-ssim"), "for --decoder-only runs"),
+    (dict(loss="ms-ssim", crop=128), "--crop 161 or more"),
+    (dict(loss="l1"), "--loss must be one of"),
+])
+def test_config_refuses_what_cannot_run(folder: Path, start_path: Path, tmp_path: Path, changes: dict,
+                                        message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config(folder, tmp_path / "x.safetensors", **{"init": start_path, **changes})
+
+
+def test_cli_usage_errors_are_one_line(folder: Path, tmp_path: Path) -> None:
+    for extra in (["--decoder-only"], ["--loss", "ms-ssim"]):
+        result = run("train", "--data", folder, "--out", tmp_path / "m.safetensors", *extra)
+        assert result.returncode == 2 and ("--init" in result.stderr or "--decoder-only" in result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_shipped_lookup_prefers_the_model_itself_then_its_nearest_fine_tune(
+        monkeypatch: pytest.MonkeyPatch, start_path: Path, tuned_path: Path, tmp_path: Path) -> None:
+    start, tuned = load_model(start_path), load_model(tuned_path)
+    other = tmp_path / "other.safetensors"
+    save_model(tuned.net, tuned.prior, other, tuned.rate_weights, decodes=(start.fingerprint,))
+    # a second tune of the tuned model: it reads the start model's files too, one step further away
+    grandchild = tmp_path / "grandchild.safetensors"
+    save_model(tuned.net, tuned.prior, grandchild, tuned.rate_weights, decodes=(tuned.fingerprint, start.fingerprint))
+    grand = load_model(grandchild)
+
+    def shipped(models: dict[str, Path]) -> None:
+        monkeypatch.setattr(registry, "shipped_models", lambda: models)
+
+    shipped({"grandchild": grandchild, "tuned": tuned_path})
+    assert registry.find_shipped(start.fingerprint) == ["tuned"]
+    assert registry.find_shipped(tuned.fingerprint[:4]) == ["tuned"]
+    assert registry.find_shipped(grand.fingerprint) == ["grandchild"]
+    shipped({"grandchild": grandchild})
+    assert registry.find_shipped(start.fingerprint) == ["grandchild"]
+    shipped({"default": tuned_path, "other": other})
+    assert registry.find_shipped(start.fingerprint) == ["default"]
+    shipped({"one": tuned_path, "other": other})
+    assert registry.find_shipped(start.fingerprint) == ["one", "other"]
+    shipped({"start": start_path, "default": tuned_path})
+    assert registry.find_shipped(start.fingerprint) == ["start"]
