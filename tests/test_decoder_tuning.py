@@ -202,3 +202,6 @@ def test_shipped_lookup_prefers_the_model_itself_then_its_nearest_fine_tune(
     assert registry.find_shipped(start.fingerprint) == ["one", "other"]
     shipped({"start": start_path, "default": tuned_path})
     assert registry.find_shipped(start.fingerprint) == ["start"]
+    assert registry.describe(start.fingerprint) == f"start ({start.fingerprint[:4].hex()})"
+    shipped({"default": tuned_path})
+    assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its decoder fine-tune 'default')"

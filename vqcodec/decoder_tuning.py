@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader
 from vqcodec import codec, pricing
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
 from vqcodec.model import VQVAE, _from_rows, _to_rows
-from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, _sigterm_as_interrupt, _truncate_log, _write_log, center_crop_to_stride,
-                           load_checkpoint, lr_at, pick_device, psnr, save_checkpoint)
+from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
+                           psnr, save_checkpoint, sigterm_as_interrupt, truncate_log, write_log)
 from vqcodec.zoo import CodecModel, load_model, save_model
 
 
@@ -123,11 +123,11 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         torch.set_rng_state(state["torch_rng"])
-        _truncate_log(cfg.log, step)
+        truncate_log(cfg.log, step)
     else:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         cfg.log.write_text("")
-        _write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
+        write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
                              "images": len(dataset), "device": str(device), "init": str(cfg.init),
                              "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
                              "rate_weights": codes.rate_weights.tolist()})
@@ -135,26 +135,26 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         on_step({"event": "phase", "phase": "decoder", "step": step})
     sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             for x in loader:
                 metrics = _step(net, opt, codes, x.to(device, non_blocking=True), step, cfg)
                 step += 1
                 if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
                     metrics.update(validate(net, codes, val_images, device))
-                _write_log(cfg.log, metrics)
+                write_log(cfg.log, metrics)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     save_checkpoint(cfg.checkpoint, net, opt, step, True)
                 if on_step is not None:
                     on_step(metrics)
         except KeyboardInterrupt:
             save_checkpoint(cfg.checkpoint, net, opt, step, True)
-            _write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
+            write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
             raise
     net.eval()
     lineage = (start_model.fingerprint, *start_model.decodes)
     save_model(net.cpu(), start_model.prior, cfg.out, codes.rate_weights, decodes=lineage)
-    _write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
+    write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
     return net
 
 

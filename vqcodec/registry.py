@@ -57,20 +57,33 @@ def stated_fingerprint(path: Path) -> bytes:
     return stated_lineage(path)[0]
 
 
-def find_shipped(model_id: bytes) -> list[str]:
-    """Names of the shipped models that read data naming `model_id` (a fingerprint or its first bytes): the
-    model itself, else its nearest decoder fine-tunes (`default` first among equals). Normally one or none;
-    several only when equally near, which the caller must settle."""
+def _nearest(model_id: bytes) -> tuple[int, list[str]]:
+    """How far (0: the model itself) the nearest shipped readers of `model_id` are, and their names
+    (`PREFERRED` alone when it is one of them); (0, []) when no shipped model reads it."""
     ranked = []
     for name, path in shipped_models().items():
         depth = next((i for i, f in enumerate(stated_lineage(path)) if f.startswith(model_id)), None)
         if depth is not None:
-            ranked.append((depth, name != PREFERRED, name))
-    return [name for *rank, name in sorted(ranked) if rank == list(sorted(ranked)[0][:2])]
+            ranked.append((depth, name))
+    if not ranked:
+        return 0, []
+    nearest = min(depth for depth, _ in ranked)
+    names = sorted(name for depth, name in ranked if depth == nearest)
+    return nearest, [PREFERRED] if PREFERRED in names else names
+
+
+def find_shipped(model_id: bytes) -> list[str]:
+    """Names of the shipped models that read data naming `model_id` (a fingerprint or its first bytes): the
+    model itself, else its nearest decoder fine-tunes (`default` alone when it is one of them). Normally one
+    or none; several only when equally near, which the caller must settle."""
+    return _nearest(model_id)[1]
 
 
 def describe(model_id: bytes) -> str:
-    """A model id as people read it: the shipped model's name and the id in hex, or the id alone."""
-    names = find_shipped(model_id)
+    """A model id as people read it: the shipped model's name and the id in hex, the id and the fine-tune
+    that reads it when the model itself is not installed, or the id alone."""
+    depth, names = _nearest(model_id)
     shown = model_id[:MODEL_ID_BYTES].hex()
-    return f"{names[0]} ({shown})" if len(names) == 1 else shown
+    if len(names) != 1:
+        return shown
+    return f"{names[0]} ({shown})" if depth == 0 else f"{shown} (read by its decoder fine-tune '{names[0]}')"

@@ -212,7 +212,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a readable checkpoint ({exc})") from None
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """Keep only the log lines of the `step` steps completed at the checkpoint, so a resumed run appends without gap or overlap."""
     if not path.exists():
         return
@@ -456,7 +456,7 @@ def validate(net: VQVAE, images: list[np.ndarray], device: torch.device) -> dict
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt so `kill` checkpoints like Ctrl-C does."""
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -514,10 +514,10 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     if rank.main:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         if cfg.resume is not None:
-            _truncate_log(cfg.log, start)
+            truncate_log(cfg.log, start)
         else:
             cfg.log.write_text("")
-        _write_log(cfg.log, {"step": start, "event": "start", "images": len(dataset),
+        write_log(cfg.log, {"step": start, "event": "start", "images": len(dataset),
                              "unreadable": [str(p) for p in dataset.report.unreadable],
                              "smaller_than_crop_padded": dataset.report.smaller_than_crop,
                              "world_size": rank.world, "device": str(device),
@@ -535,7 +535,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     step = start
     net.train()
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             for x in loader(start, cfg.steps):
                 if step == cfg.pretrain_steps and not kmeans_done:
@@ -555,7 +555,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                         net.eval()
                         metrics.update(validate(net, val_images, device))
                         net.train()
-                    _write_log(cfg.log, metrics)
+                    write_log(cfg.log, metrics)
                     if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                         save_checkpoint(cfg.checkpoint, net, opt, step, kmeans_done)
                 if on_step is not None:
@@ -563,7 +563,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         except KeyboardInterrupt:
             if rank.main:
                 save_checkpoint(cfg.checkpoint, net, opt, step, kmeans_done)
-                _write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
+                write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
             raise
 
     net.eval()
@@ -575,7 +575,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                                              cfg.crop, rank.world), "auto"
         record = {"step": step, "views": views, "views_chosen": chosen, "images": len(files),
                   "rate_weights": list(cfg.rate_weights), "rounds": cfg.prior_rounds}
-        _write_log(cfg.log, {"event": "prior", **record})
+        write_log(cfg.log, {"event": "prior", **record})
         event({"event": "phase", "phase": "prior", **record})
 
         def on_image(i: int) -> None:
@@ -585,7 +585,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         weights = pricing.stage_weights(cfg.model.num_stages, cfg.rate_weights)
         prior = fit_prior(net, files, device, cfg.seed, views, on_image, weights, rounds)
         save_model(net.cpu(), prior, cfg.out, weights)
-        _write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
+        write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
     if rank.world > 1:
         dist.barrier()
     return net
@@ -618,6 +618,7 @@ def _train_step(model: torch.nn.Module, net: VQVAE, opt: torch.optim.Optimizer, 
     return metrics
 
 
-def _write_log(path: Path, record: dict[str, Any]) -> None:
+def write_log(path: Path, record: dict[str, Any]) -> None:
+    """Append one record to a run's JSONL log."""
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
