@@ -97,6 +97,17 @@ def test_the_lineage_is_covered_by_the_fingerprint(tuned_path: Path, tmp_path: P
         load_model(path)
 
 
+def test_a_lineage_that_is_not_hex_is_refused(tuned_path: Path, tmp_path: Path) -> None:
+    raw = tuned_path.read_bytes()
+    lineage = load_model(tuned_path).decodes[0].hex().encode()
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(raw.replace(lineage, b"z" * len(lineage)))
+    with pytest.raises(ModelError, match="bad 'decodes' metadata"):
+        load_model(path)
+    with pytest.raises(ModelError, match="cannot read the model's fingerprint"):
+        registry.stated_lineage(path)
+
+
 def test_training_codes_are_the_codes_compress_writes(start_path: Path) -> None:
     model = load_model(start_path)
     codes = CompressCodes(model, torch.device("cpu"))
@@ -205,3 +216,17 @@ def test_shipped_lookup_prefers_the_model_itself_then_its_nearest_fine_tune(
     assert registry.describe(start.fingerprint) == f"start ({start.fingerprint[:4].hex()})"
     shipped({"default": tuned_path})
     assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its decoder fine-tune 'default')"
+
+
+def test_files_of_the_replaced_default_decode_with_the_shipped_fine_tune(kodak_crop) -> None:
+    """Short id 1 names the `default` before its decoder was fine-tuned; that model no longer ships, but
+    its codebooks and prior do, in today's `default`, which reads its files."""
+    first = container.SHIPPED_MODELS[1]
+    default = load_model("default")
+    assert first in default.decodes and registry.find_shipped(first) == ["default"]
+    data = codec.compress(kodak_crop, default, 3)
+    f = container.unpack(data)
+    old = container.pack(container.VqzFile(replace(f.header, model_id=first), f.streams, f.alpha))
+    assert container.read_header(old).model_id == first and len(old) == len(data)
+    assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
+    assert registry.describe(first) == f"{first[:4].hex()} (read by its decoder fine-tune 'default')"

@@ -49,11 +49,13 @@ MODEL_ID_BYTES = 4
 """Fingerprint bytes that name a model without a short id (and every model in version 2)."""
 SHIPPED_MODELS: dict[int, bytes] = {
     1: bytes.fromhex("594cd1ff3a4e9506f34f27d25d0b250d70adc662ff24e8ae2f03c4505eff9b92"),  # default, 2026-11
+    2: bytes.fromhex("0d7bebccc4787c387839b7a413ec78a7aa5116dfa0ab4ad08dff174651595e78"),  # default, decoder tuned
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
 A model that ships gets the next number; a number is never reused, so a file's short id
-pins the exact model (the full fingerprint is checked when the model is loaded)."""
+pins the exact model (the full fingerprint is checked when the model is loaded). An id whose
+model no longer ships is read by a shipped decoder fine-tune of it, if any (`registry.find_shipped`)."""
 SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()}
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
