@@ -26,7 +26,7 @@ SUFFIX_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp",
 Inputs = Annotated[list[Path], typer.Argument(help="Input files or folders (walked recursively).", show_default=False)]
 Output = Annotated[Optional[str], typer.Option("--output", "-o", help="Output file; a folder when it ends with /, exists as a folder, or receives several inputs or a folder.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name or model file path.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Shipped model name (default: best PSNR; perceptual: best MS-SSIM) or model file path.")]
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (each gets its share of the cores).")]
 Threads = Annotated[Optional[int], typer.Option(
     "--threads", "-t", min=1, show_default=False,
