@@ -43,3 +43,16 @@ def test_non_model_files_are_refused(tmp_path: Path) -> None:
         load_model(junk)
     with pytest.raises(ModelError, match="no model named"):
         resolve("no-such-model")
+
+
+def test_shipped_models_have_cards_and_stay_within_30_mb() -> None:
+    """The guide's budget for shipped weights, and a model card beside each model file."""
+    from vqcodec import registry
+
+    paths = registry.shipped_models().values()
+    assert sum(p.stat().st_size for p in paths) <= 30 * 10**6
+    for path in paths:
+        card = path.with_suffix(".md").read_text()
+        assert card.startswith(f"# Model card: `{path.stem}`"), path
+        for part in ("## Exact commands", "## Training data", "## Results on Kodak"):
+            assert part in card, (path.stem, part)
