@@ -21,6 +21,8 @@ from pathlib import Path
 from vqcodec.container import MODEL_ID_BYTES
 from vqcodec.errors import ModelError
 
+DECODES_KEY = "decodes"
+"""Model-file metadata key of a decoder fine-tune's lineage: its ancestors' fingerprints, nearest first."""
 PREFERRED = "default"
 """Of several shipped fine-tunes equally near a file's model, the one that decodes it."""
 MAX_METADATA = 1 << 24
@@ -37,6 +39,16 @@ def shipped_models() -> dict[str, Path]:
     }
 
 
+def format_lineage(fingerprints: tuple[bytes, ...]) -> str:
+    """The `DECODES_KEY` metadata text of a lineage: hex fingerprints, comma-separated ("" for none)."""
+    return ",".join(f.hex() for f in fingerprints)
+
+
+def parse_lineage(text: str) -> tuple[bytes, ...]:
+    """The fingerprints of `format_lineage` text; ValueError when it is not hex."""
+    return tuple(bytes.fromhex(f) for f in text.split(",")) if text else ()
+
+
 def stated_lineage(path: Path) -> tuple[bytes, ...]:
     """The fingerprint a model file states in its metadata, then those of the ancestors whose streams it reads
     (nearest first); not verified: `zoo.load_model` does that."""
@@ -46,8 +58,7 @@ def stated_lineage(path: Path) -> tuple[bytes, ...]:
             if n > MAX_METADATA:
                 raise ValueError("header too large")
             meta = json.loads(f.read(n)).get("__metadata__") or {}
-        ancestors = meta.get("decodes", "")
-        return tuple(bytes.fromhex(f) for f in [meta["fingerprint"], *(ancestors.split(",") if ancestors else [])])
+        return (bytes.fromhex(meta["fingerprint"]), *parse_lineage(meta.get(DECODES_KEY, "")))
     except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
         raise ModelError(f"{path}: cannot read the model's fingerprint ({exc})") from None
 

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from vqcodec import codec, container
+from vqcodec.batch import is_vqz
 from vqcodec.container import MODE_CODES, check_limits
 from vqcodec.errors import TokensError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, assemble, load_image
@@ -82,7 +83,8 @@ def _from_vqz(path: Path, model: CodecModel, quality: int, max_pixels: int) -> I
 
 
 def _is_vqz(source: object) -> bool:
-    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() == ".vqz"
+    """Whether a `tokenize` source is a path that `batch.is_vqz` takes for a .vqz file (not an image)."""
+    return isinstance(source, (str, os.PathLike)) and is_vqz(Path(source))
 
 
 def vqz_quality(model: ModelLike, paths: Sequence[str | os.PathLike[str]]) -> int:

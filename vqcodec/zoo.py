@@ -34,7 +34,7 @@ from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
 from vqcodec.inference import fast_decoder
 from vqcodec.model import VQVAE, ModelConfig
-from vqcodec.registry import shipped_models
+from vqcodec.registry import DECODES_KEY, format_lineage, parse_lineage, shipped_models
 from vqcodec.safe_io import write_bytes_atomic
 from vqcodec.text import printable
 
@@ -45,7 +45,6 @@ LEARNED_PREFIX = "prior.learned."
 RATE_KEY = "prior.rate_weights"
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
-DECODES_KEY = "decodes"
 
 
 @dataclass
@@ -123,7 +122,7 @@ def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
         _check_rate_weights(np.asarray(rate_weights), net.config.num_stages)
     tensors = _state_tensors(net, prior, rate_weights)
     config_json = net.config.to_json()
-    lineage = ",".join(f.hex() for f in decodes)
+    lineage = format_lineage(decodes)
     digest = fingerprint(tensors, config_json, lineage)
     meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
     if lineage:
@@ -176,7 +175,7 @@ def _load(path: Path) -> CodecModel:
         raise ModelError(f"{path}: bad model config ({exc})") from None
     lineage = meta.get(DECODES_KEY, "")
     try:
-        decodes = tuple(bytes.fromhex(f) for f in lineage.split(",")) if lineage else ()
+        decodes = parse_lineage(lineage)
     except ValueError:
         raise ModelError(f"{path}: bad '{DECODES_KEY}' metadata (not hex fingerprints)") from None
     digest = fingerprint(tensors, meta["config"], lineage)
