@@ -37,6 +37,19 @@ def test_wider_beams_lower_the_error() -> None:
     assert errors[0] > errors[1] > errors[2]
 
 
+@pytest.mark.parametrize(("codes", "beam"), [(2, 2), (6, 6)])
+def test_a_beam_as_wide_as_the_codebook_finds_the_best_pair(codes: int, beam: int) -> None:
+    torch.manual_seed(3)
+    rvq = ResidualVQ(2, codes, 4)
+    for s, stage in enumerate(rvq.stages):
+        stage.codebook.copy_(torch.randn(codes, 4) * 0.5 ** s)
+    x = torch.randn(400, 4)
+    pairs = torch.cartesian_prod(torch.arange(codes), torch.arange(codes))  # (codes^2, 2)
+    sums = rvq.stages[0].codebook[pairs[:, 0]] + rvq.stages[1].codebook[pairs[:, 1]]
+    best = pairs[torch.cdist(x, sums).argmin(1)].t()
+    assert torch.equal(rvq.beam_encode(x, 2, beam), best)
+
+
 def test_beam_search_with_penalties_spends_fewer_penalised_codes() -> None:
     rvq = trained_like_rvq()
     x = torch.randn(2000, 8)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vqcodec.quantizer import ResidualVQ, VectorQuantizer, nearest_code
+import pytest
+
+from vqcodec.quantizer import ResidualVQ, VectorQuantizer, code_scores, nearest_code, smallest
 
 
 def test_nearest_code_picks_l2_nearest_row() -> None:
@@ -19,6 +21,27 @@ def test_nearest_code_matches_brute_force() -> None:
     x, codebook = torch.randn(200, 8, generator=g), torch.randn(32, 8, generator=g)
     brute = torch.cdist(x, codebook).argmin(1)
     assert torch.equal(nearest_code(x, codebook), brute)
+
+
+def test_code_scores_are_squared_distances_less_the_row_norm() -> None:
+    g = torch.Generator().manual_seed(2)
+    x, codebook = torch.randn(50, 8, generator=g), torch.randn(16, 8, generator=g)
+    per_code, per_row = torch.rand(16, generator=g), torch.rand(50, 16, generator=g)
+    distances = torch.cdist(x, codebook).pow(2) - x.pow(2).sum(1, keepdim=True)
+    assert torch.allclose(code_scores(x, codebook), distances, atol=1e-4)
+    assert torch.allclose(code_scores(x, codebook, per_code), distances + per_code, atol=1e-4)
+    assert torch.allclose(code_scores(x, codebook, per_row), distances + per_row, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_smallest_returns_the_k_smallest_in_order(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    scores = torch.randint(0, 6, (300, 12), generator=g).float()  # many ties
+    expected = torch.sort(scores, dim=1, stable=True)
+    picked = smallest(scores.clone(), k)
+    assert torch.equal(scores.gather(1, picked), expected.values[:, :k])
+    if k <= 2:  # the argmin path: ties go to the lowest index, like nearest_code
+        assert torch.equal(picked, expected.indices[:, :k])
 
 
 def test_straight_through_gradient_is_identity() -> None:

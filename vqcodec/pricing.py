@@ -34,7 +34,7 @@ pays for rarer ones (the previous, greedy model: 0.910 bpp, 30.23 dB)."""
 class PricedPrior(Protocol):
     """A prior that prices codes (`ContextPrior`, `FrequencyPrior`, `LearnedPrior`)."""
 
-    def code_costs(self, stage: int, previous: np.ndarray | None = None) -> np.ndarray: ...
+    def code_costs(self, stage: int, previous: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray: ...
 
 
 def penalty(prior: PricedPrior, weights: Sequence[float], device: torch.device | str = "cpu") -> Penalty | None:
@@ -51,7 +51,7 @@ def penalty(prior: PricedPrior, weights: Sequence[float], device: torch.device |
         if stage >= len(w) or w[stage] == 0.0:
             return None
         prev = None if previous is None else previous.cpu().numpy()
-        return torch.from_numpy(prior.code_costs(stage, prev)).mul_(w[stage]).to(device)
+        return torch.from_numpy(prior.code_costs(stage, prev, w[stage])).to(device)
 
     return price
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -35,21 +36,52 @@ def _broadcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def code_scores(x: torch.Tensor, codebook: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
+    """||c||^2 + penalty - 2 x.c for every row of `x` and code (N, K): the squared distance less ||x||^2,
+    which is the same for every code of a row.
+
+    `penalty` is one value per code (K,) or per row and code (N, K). One plain matrix product and
+    in-place adds, with the codebook's transpose made contiguous: on a CPU core, `torch.addmm` with a
+    broadcast bias and a transposed view ran 2.8 times slower than this for 12,288 rows of 64 by 512 codes.
+    """
+    bias = codebook.pow(2).sum(1)
+    if penalty is not None and penalty.dim() == 1:
+        bias = bias + penalty
+    scores = torch.mm(x, (codebook * -2.0).t().contiguous())
+    scores += bias
+    if penalty is not None and penalty.dim() == 2:
+        scores += penalty
+    return scores
+
+
+def smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices of the `k` smallest scores of every row (N, k), smallest first; ties go to the
+    lowest index. Overwrites `scores`.
+
+    On a CPU, for k <= 2, by repeated argmin in NumPy (whose argmin is vectorised, several times
+    faster than torch's on one core), masking each pick; otherwise `torch.topk`.
+    """
+    if k > 2 or scores.device.type != "cpu":
+        return scores.topk(k, dim=1, largest=False, sorted=True).indices
+    s = scores.numpy()
+    rows = np.arange(s.shape[0])
+    picks = []
+    for _ in range(k):
+        pick = s.argmin(axis=1)
+        picks.append(pick)
+        s[rows, pick] = np.inf
+    return torch.from_numpy(np.stack(picks, axis=1).astype(np.int64, copy=False))
+
+
+@torch.no_grad()
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, penalty: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the L2-nearest codebook row for every row of `x` (ties go to the lowest index).
 
     With `penalty` (one value per code (K,), or per row and code (N, K)), minimises distance +
     penalty instead: with penalty = lambda * bits(code) this is entropy-constrained (rate-aware)
-    quantization. ||x||^2 is the same for every code of a row, so the comparison leaves it out
-    and is one fused multiply-add: ||c||^2 + penalty - 2 x.c.
+    quantization.
     """
-    bias = codebook.pow(2).sum(1)
-    if penalty is not None and penalty.dim() == 1:
-        bias = bias + penalty
-    scores = torch.addmm(bias[None, :], x, codebook.t(), alpha=-2.0)
-    if penalty is not None and penalty.dim() == 2:
-        scores += penalty
-    return scores.argmin(dim=1)
+    return smallest(code_scores(x, codebook, penalty), 1)[:, 0]
 
 
 Penalty = Callable[[int, "torch.Tensor | None"], "torch.Tensor | None"]
@@ -204,6 +236,7 @@ class ResidualVQ(nn.Module):
             indices.append(idx)
         return torch.stack(indices)
 
+    @torch.no_grad()
     def beam_encode(self, x: torch.Tensor, num_stages: int, beam: int,
                     penalty: Penalty | None = None) -> torch.Tensor:
         """Indices (S, N) for (N, D) rows by beam search over the stages.
@@ -225,17 +258,12 @@ class ResidualVQ(nn.Module):
             flat = residual.reshape(n * b, -1)
             previous = history[-1][1].reshape(-1) if history else None
             price = None if penalty is None else penalty(s, previous)
-            # ||r - c||^2 + penalty = (||c||^2 + penalty - 2 r.c) + ||r||^2, for every beam and code:
-            # one matrix product over all beams, then the per-beam terms (N, B, K).
-            bias = cb.pow(2).sum(1)
-            if price is not None and price.dim() == 1:
-                bias = bias + price
-            total = torch.addmm(bias[None, :], flat, cb.t(), alpha=-2.0).view(n, b, -1)
-            if price is not None and price.dim() == 2:
-                total += price.view(n, b, k)
+            # ||r - c||^2 + penalty = (||c||^2 + penalty - 2 r.c) + ||r||^2, for every beam and code
+            # (N, B, K), plus the penalties so far.
+            total = code_scores(flat, cb, price).view(n, b, k)
             total += (flat.pow(2).sum(1).view(n, b) + cost)[..., None]
-            keep = min(beam, b * k)
-            best = total.reshape(n, -1).topk(keep, dim=1, largest=False, sorted=True).indices
+            keep = 1 if s == num_stages - 1 else min(beam, b * k)  # the last stage: only the best
+            best = smallest(total.view(n, b * k), keep)
             parent, code = best // k, best % k
             residual = residual.gather(1, parent[..., None].expand(-1, -1, residual.shape[2])) - cb[code]
             cost = cost.gather(1, parent)

@@ -79,9 +79,10 @@ class FrequencyPrior:
         """Cost in bits of every code of a stage (what rate-aware quantization weighs)."""
         return -np.log2(self.probabilities(stage))
 
-    def code_costs(self, stage: int, previous: np.ndarray | None = None) -> np.ndarray:
-        """float32 bits of every code of `stage` (K,): this prior has no context, so `previous` is unused."""
-        return self.code_bits(stage).astype(np.float32)
+    def code_costs(self, stage: int, previous: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
+        """float32 bits of every code of `stage` (K,), times `scale`: this prior has no context, so
+        `previous` is unused."""
+        return (self.code_bits(stage) * scale).astype(np.float32)
 
     def _model(self, stage: int) -> "constriction.stream.model.Categorical":
         return _categorical(self.counts[stage])
@@ -202,18 +203,19 @@ class ContextPrior:
         total = self.counts[stage].sum(0) - (self.counts.shape[1] - 1)
         return -np.log2(total / total.sum())
 
-    def code_costs(self, stage: int, previous: np.ndarray | None = None) -> np.ndarray:
-        """float32 bits of every code of `stage` in each cell, (M, K), given the previous stage's codes
-        there (M,): what rate-aware quantization weighs, in the context the decoder will use.
+    def code_costs(self, stage: int, previous: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
+        """float32 bits of every code of `stage` in each cell, (M, K), times `scale`, given the previous
+        stage's codes there (M,): what rate-aware quantization weighs, in the context the decoder will use.
 
         Stage 0 (whose context, the row above, is chosen at the same time) and `previous` None give
-        the marginal over contexts (K,).
+        the marginal over contexts (K,). The scale multiplies the small per-group table before it is
+        spread over the cells, which saves a pass over the (M, K) result.
         """
         if stage == 0 or previous is None:
-            return self.code_bits(stage).astype(np.float32)
+            return (self.code_bits(stage) * scale).astype(np.float32)
         if stage not in self._costs:
             self._costs[stage] = (-np.log2(self._table(stage))).astype(np.float32)
-        return np.take(self._costs[stage], self.groups[stage][previous], axis=0)
+        return np.take(self._costs[stage] * np.float32(scale), self.groups[stage][previous], axis=0)
 
     def min_bits(self, stage: int) -> float:
         """Fewest bits any one symbol of this stage can cost, in any context."""

@@ -141,10 +141,10 @@ class LearnedPrior:
         total = self.counts[stage].sum(0).astype(np.float64)
         return -np.log2(total / total.sum())
 
-    def code_costs(self, stage: int, previous: np.ndarray | None = None) -> np.ndarray:
-        """float32 bits of every code of `stage` (K,), the marginal over contexts: the learned contexts
-        read the neighbours, which the encoder has not all chosen yet, so `previous` is unused."""
-        return self.code_bits(stage).astype(np.float32)
+    def code_costs(self, stage: int, previous: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
+        """float32 bits of every code of `stage` (K,) times `scale`, the marginal over contexts: the learned
+        contexts read the neighbours, which the encoder has not all chosen yet, so `previous` is unused."""
+        return (self.code_bits(stage) * scale).astype(np.float32)
 
     def encode_grids(self, grids: np.ndarray) -> tuple[bytes, ...]:
         """One stream per stage: stage 0 row by row, later stages pass by pass and context by context."""
