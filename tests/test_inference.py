@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from vqcodec.inference import SubPixelConvTranspose, fast_decoder
-from vqcodec.model import Decoder, ModelConfig
+from vqcodec.inference import SubPixelConvTranspose, fast_decoder, fast_encoder
+from vqcodec.model import Decoder, Encoder, ModelConfig, ResBlock
 
 
 @pytest.mark.parametrize("cin,cout,stride,padding,bias", [(64, 3, 8, 4, True), (16, 3, 2, 1, True), (8, 5, 2, 0, False),
@@ -28,11 +28,35 @@ def test_other_transposed_convolutions_are_refused() -> None:
         SubPixelConvTranspose(nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1))
 
 
-def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
+def randomised(module: nn.Module) -> nn.Module:
+    """`module` in eval mode with random weights and BatchNorm statistics, so that folding has work to do."""
     torch.manual_seed(0)
-    decoder = Decoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)).eval()
-    for p in decoder.parameters():
+    for p in module.parameters():
         nn.init.normal_(p, std=0.2)
+    for bn in (m for m in module.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.normal_(0.0, 0.3)
+        bn.running_var.uniform_(0.5, 2.0)
+    return module.eval()
+
+
+def no_batchnorm(module: nn.Module) -> bool:
+    return not any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+
+
+def test_fast_encoder_matches_the_encoder_and_leaves_it_untouched() -> None:
+    encoder = randomised(Encoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
+    keys = sorted(encoder.state_dict())
+    fast = fast_encoder(encoder)
+    x = torch.rand(1, 3, 24, 40)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), encoder(x), atol=1e-5)
+    assert sorted(encoder.state_dict()) == keys
+    assert no_batchnorm(fast) and not no_batchnorm(encoder)
+    assert any(isinstance(m, ResBlock) for m in fast.modules())
+
+
+def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
+    decoder = randomised(Decoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
     keys = sorted(decoder.state_dict())
     fast = fast_decoder(decoder)
     z = torch.randn(1, 4, 6, 9)
@@ -41,3 +65,4 @@ def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
     assert sorted(decoder.state_dict()) == keys
     assert isinstance(fast.linear, SubPixelConvTranspose) and isinstance(fast.net[-1], SubPixelConvTranspose)
     assert isinstance(decoder.linear, nn.ConvTranspose2d)
+    assert no_batchnorm(fast) and not no_batchnorm(decoder)

@@ -42,8 +42,8 @@ class Counting:
 @pytest.mark.parametrize("size", [(12000, 1), (1, 12000), (12000, 8), (8, 12000)])
 def test_a_thin_image_is_one_network_call_each_way(default_model: CodecModel, size: tuple[int, int],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    embed, decode = Counting(default_model.net.embed), Counting(default_model.net.decode)
-    monkeypatch.setattr(default_model.net, "embed", embed)
+    embed, decode = Counting(default_model.embed), Counting(default_model.net.decode)
+    monkeypatch.setattr(default_model, "embed", embed)
     monkeypatch.setattr(default_model.net, "decode", decode)
     rgb = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
     out = codec.decompress(codec.compress(Image.fromarray(rgb), default_model), default_model)

@@ -132,7 +132,7 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
     out = torch.empty(model.config.latent_dim, grid_h, grid_w)
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
-        z = model.net.embed(_to_tensor(pixels, s).contiguous(memory_format=torch.channels_last))[0]
+        z = model.embed(_to_tensor(pixels, s).contiguous(memory_format=torch.channels_last))[0]
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
                                cols.start - hcols.start : cols.stop - hcols.start]
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)

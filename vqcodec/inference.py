@@ -7,8 +7,14 @@ Each equals a 2x2 convolution to 3 x stride^2 channels followed by a pixel shuff
 the same multiply-adds as one dense convolution (about 3.5 and 1.4 times faster here). The
 results agree with the transposed convolutions to float rounding.
 
+Every BatchNorm (in eval mode, a per-channel affine map) is folded into the convolution before it:
+its scale multiplies that layer's output-channel weights, and its shift is an in-place add
+(`ChannelShift`), which costs less than BatchNorm's own pass (slow in channels-last layout) and than a
+bias inside the transposed convolutions. Outputs agree with the trained modules to float rounding
+(about 1e-6).
+
 The trained modules stay untouched (training, prior fitting and model files use them); a
-`CodecModel` builds its `synthesis` from them once, at load time.
+`CodecModel` builds its `analysis` and `synthesis` from them once, at first use.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqcodec.model import Decoder
+from vqcodec.model import Decoder, Encoder, ResBlock
 
 NARROW_CHANNELS = 3
 """Transposed convolutions with at most this many output channels are rewritten (the wide ones run
@@ -59,9 +65,57 @@ def _rewrite(layer: nn.Module) -> nn.Module:
     return SubPixelConvTranspose(layer) if narrow else layer
 
 
+class ChannelShift(nn.Module):
+    """Adds a constant per channel, in place: what is left of a BatchNorm once its scale is in the weights."""
+
+    def __init__(self, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("shift", shift.reshape(1, -1, 1, 1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.add_(self.shift)
+
+
+@torch.no_grad()
+def _merge(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> list[nn.Module]:
+    """`conv` followed by `bn` (eval mode) as the convolution with output channel o's weights scaled by
+    gamma_o / sqrt(var_o + eps), then a shift by (bias_o - mean_o) * that + beta_o.
+
+    The shift stays a separate in-place add rather than the convolution's bias: on a CPU core the
+    transposed convolutions ran their bias 20 ms slower than the add (96 to 64 channels at 384x256)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1, 1, 1, 1) if isinstance(conv, nn.Conv2d) else (1, -1, 1, 1)  # where the output channels are
+    conv.weight.mul_(scale.reshape(shape))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.bias = None
+    return [conv, ChannelShift((bias - bn.running_mean) * scale + bn.bias)]
+
+
+def fold_batchnorm(layers: nn.Sequential) -> nn.Sequential:
+    """`layers` (already a copy: its modules are changed) with each BatchNorm folded into the
+    convolution before it, residual blocks' bodies included."""
+    out: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, nn.BatchNorm2d) and out and isinstance(out[-1], (nn.Conv2d, nn.ConvTranspose2d)):
+            out[-1:] = _merge(out[-1], layer)
+            continue
+        if isinstance(layer, ResBlock):
+            layer.body = fold_batchnorm(layer.body)
+        out.append(layer)
+    return nn.Sequential(*out)
+
+
+def fast_encoder(encoder: Encoder) -> Encoder:
+    """A copy of `encoder` (in eval mode, no gradients) with its BatchNorms folded."""
+    fast = copy.deepcopy(encoder).eval().requires_grad_(False)
+    fast.net = fold_batchnorm(fast.net)
+    return fast
+
+
 def fast_decoder(decoder: Decoder) -> Decoder:
-    """A copy of `decoder` (in eval mode, no gradients) with its narrow transposed convolutions rewritten."""
+    """A copy of `decoder` (in eval mode, no gradients) with its BatchNorms folded and its narrow transposed
+    convolutions rewritten."""
     fast = copy.deepcopy(decoder).eval().requires_grad_(False)
     fast.linear = _rewrite(fast.linear)
-    fast.net = nn.Sequential(*(_rewrite(layer) for layer in fast.net))
+    fast.net = nn.Sequential(*(_rewrite(layer) for layer in fold_batchnorm(fast.net)))
     return fast

@@ -32,7 +32,7 @@ from safetensors import safe_open
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
-from vqcodec.inference import fast_decoder
+from vqcodec.inference import fast_decoder, fast_encoder
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.registry import DECODES_KEY, format_lineage, parse_lineage, shipped_models
 from vqcodec.safe_io import write_bytes_atomic
@@ -65,6 +65,16 @@ class CodecModel:
     def reads(self, model_id: bytes) -> bool:
         """Whether data naming `model_id` (a fingerprint or its first bytes) is this model's or an ancestor's."""
         return any(f.startswith(model_id) for f in (self.fingerprint, *self.decodes))
+
+    @cached_property
+    def analysis(self) -> torch.nn.Module:
+        """The encoder's faster inference form (`vqcodec.inference.fast_encoder`), built at the first encode."""
+        return fast_encoder(self.net.encoder)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Continuous encoder output (B, D, H/stride, W/stride) for images in [0, 1], through the fast analysis
+        (what `VQVAE.embed` computes)."""
+        return self.analysis(x - 0.5)
 
     @cached_property
     def synthesis(self) -> torch.nn.Module:
