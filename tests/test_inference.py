@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from vqcodec.inference import SubPixelConvTranspose, fast_decoder, fast_encoder
+from vqcodec.inference import SubPixelConvTranspose, WinogradConv2d, fast_decoder, fast_encoder
 from vqcodec.model import Decoder, Encoder, ModelConfig, ResBlock
 
 
@@ -53,6 +53,21 @@ def test_fast_encoder_matches_the_encoder_and_leaves_it_untouched() -> None:
     assert sorted(encoder.state_dict()) == keys
     assert no_batchnorm(fast) and not no_batchnorm(encoder)
     assert any(isinstance(m, ResBlock) for m in fast.modules())
+    if torch.backends.nnpack.is_available():
+        assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 2
+
+
+@pytest.mark.skipif(not torch.backends.nnpack.is_available(), reason="torch without NNPACK")
+def test_winograd_convolution_matches_the_direct_one() -> None:
+    torch.manual_seed(1)
+    conv = nn.Conv2d(16, 24, 3, padding=1, bias=False)
+    shift = torch.randn(24)
+    x = torch.randn(1, 16, 13, 21).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = conv(x) + shift[:, None, None]
+        got = WinogradConv2d(conv, shift)(x)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-4)
 
 
 def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:

@@ -13,6 +13,12 @@ its scale multiplies that layer's output-channel weights, and its shift is an in
 bias inside the transposed convolutions. Outputs agree with the trained modules to float rounding
 (about 1e-6).
 
+The residual blocks' 3x3 convolutions run as NNPACK's Winograd convolutions where torch has NNPACK
+(`WinogradConv2d`): torch only uses it itself for batches of 16 or more. A 128-channel 3x3 convolution
+at 96x64 took 12 instead of 28 ms; the encoder 190 instead of 230 ms and the synthesis 220 instead of
+258 ms on a 768x512 image (medians of 15 interleaved runs, one thread). Their outputs differ from the
+direct convolution by about 1e-5 of their magnitude; the networks' outputs by about 1e-6.
+
 The trained modules stay untouched (training, prior fitting and model files use them); a
 `CodecModel` builds its `analysis` and `synthesis` from them once, at first use.
 """
@@ -91,6 +97,45 @@ def _merge(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> list[nn.
     return [conv, ChannelShift((bias - bn.running_mean) * scale + bn.bias)]
 
 
+class WinogradConv2d(nn.Module):
+    """A 3x3, stride-1 convolution plus a per-channel shift (its bias), computed by NNPACK's Winograd
+    algorithm on a CPU (the direct convolution elsewhere). NNPACK's thread pool takes torch's thread
+    count at its first use."""
+
+    def __init__(self, conv: nn.Conv2d, shift: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach().clone())
+        self.register_buffer("bias", shift.detach().reshape(-1).clone())
+        self.padding = list(conv.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return F.conv2d(x, self.weight, self.bias, padding=self.padding)
+        return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, self.padding)
+
+
+def _winograd_able(layer: nn.Module) -> bool:
+    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and layer.stride == (1, 1)
+            and layer.dilation == (1, 1) and layer.groups == 1 and layer.bias is None
+            and isinstance(layer.padding, tuple))
+
+
+def use_winograd(layers: nn.Sequential) -> nn.Sequential:
+    """`layers` (BatchNorms already folded) with each 3x3 convolution and the shift after it as a
+    `WinogradConv2d`, inside residual blocks too; unchanged where torch has no NNPACK."""
+    if not torch.backends.nnpack.is_available():
+        return layers
+    out: list[nn.Module] = []
+    for layer in layers:
+        if isinstance(layer, ChannelShift) and out and _winograd_able(out[-1]):
+            out[-1] = WinogradConv2d(out[-1], layer.shift)
+            continue
+        if isinstance(layer, ResBlock):
+            layer.body = use_winograd(layer.body)
+        out.append(layer)
+    return nn.Sequential(*out)
+
+
 def fold_batchnorm(layers: nn.Sequential) -> nn.Sequential:
     """`layers` (already a copy: its modules are changed) with each BatchNorm folded into the
     convolution before it, residual blocks' bodies included."""
@@ -106,16 +151,17 @@ def fold_batchnorm(layers: nn.Sequential) -> nn.Sequential:
 
 
 def fast_encoder(encoder: Encoder) -> Encoder:
-    """A copy of `encoder` (in eval mode, no gradients) with its BatchNorms folded."""
+    """A copy of `encoder` (in eval mode, no gradients) with its BatchNorms folded and its 3x3 convolutions
+    as Winograd convolutions."""
     fast = copy.deepcopy(encoder).eval().requires_grad_(False)
-    fast.net = fold_batchnorm(fast.net)
+    fast.net = use_winograd(fold_batchnorm(fast.net))
     return fast
 
 
 def fast_decoder(decoder: Decoder) -> Decoder:
-    """A copy of `decoder` (in eval mode, no gradients) with its BatchNorms folded and its narrow transposed
-    convolutions rewritten."""
+    """A copy of `decoder` (in eval mode, no gradients) with its BatchNorms folded, its 3x3 convolutions as
+    Winograd convolutions and its narrow transposed convolutions rewritten."""
     fast = copy.deepcopy(decoder).eval().requires_grad_(False)
     fast.linear = _rewrite(fast.linear)
-    fast.net = nn.Sequential(*(_rewrite(layer) for layer in fold_batchnorm(fast.net)))
+    fast.net = nn.Sequential(*(_rewrite(layer) for layer in use_winograd(fold_batchnorm(fast.net))))
     return fast
