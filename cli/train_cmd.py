@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
+
 from .console import console, err_console
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
         return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
     if phase == "decoder":
         return (f"steps {step + 1}-{cfg.steps}, the decoder alone ({cfg.loss} loss) on the codes compress writes "
-                f"at a random quality; encoder, codebooks and prior stay {cfg.init}'s")
+                f"at a random quality, effort {cfg.effort}; encoder, codebooks and prior stay {cfg.init}'s")
     views = m["views"]
     why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
         "; --prior-views 1, 2, 8 or 32 trades time for a better prior"
@@ -137,6 +139,10 @@ def train(
     loss: Annotated[str, typer.Option(
         help="Decoder loss with --decoder-only: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model; "
              "needs --crop 161 or more).")] = "mse",
+    effort: Annotated[Optional[int], typer.Option(
+        min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
+             f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {DEFAULT_EFFORT}).",
+        show_default=False)] = None,
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
@@ -162,7 +168,7 @@ def train(
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
                           seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
-                          decoder_only=decoder_only, loss=loss)
+                          decoder_only=decoder_only, loss=loss, effort=effort)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)

@@ -108,14 +108,15 @@ def test_a_lineage_that_is_not_hex_is_refused(tuned_path: Path, tmp_path: Path) 
         registry.stated_lineage(path)
 
 
-def test_training_codes_are_the_codes_compress_writes(start_path: Path) -> None:
+@pytest.mark.parametrize("effort", [None, 0])
+def test_training_codes_are_the_codes_compress_writes(start_path: Path, effort: int | None) -> None:
     model = load_model(start_path)
-    codes = CompressCodes(model, torch.device("cpu"))
+    codes = CompressCodes(model, torch.device("cpu"), effort=effort)
     rgb = np.asarray(noise_image(32, 24))
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255)[None]
     assert len(codes.levels) == len(codec.quality_levels(model)) == 5
     for quality in range(1, 6):
-        idx = codec.encode_indices(model, rgb, quality)
+        idx = codec.encode_indices(model, rgb, quality, effort=effort)
         expected = model.net.quantizer.decode(torch.from_numpy(idx).long()).permute(2, 0, 1)
         assert torch.allclose(codes.latents(model.net, x, quality)[0], expected, atol=1e-5), quality
     assert {quality_at(s, 0, 5) for s in range(200)} == {1, 2, 3, 4, 5}
@@ -173,6 +174,8 @@ def test_other_rate_weights_are_stored_and_their_codes_still_decode(folder: Path
     (dict(decoder_only=False, loss="ms-ssim"), "for --decoder-only runs"),
     (dict(loss="ms-ssim", crop=128), "--crop 161 or more"),
     (dict(loss="l1"), "--loss must be one of"),
+    (dict(decoder_only=False, effort=0), "--effort is for --decoder-only runs"),
+    (dict(effort=7), "effort must be an integer"),
 ])
 def test_config_refuses_what_cannot_run(folder: Path, start_path: Path, tmp_path: Path, changes: dict,
                                         message: str) -> None:
@@ -181,7 +184,7 @@ def test_config_refuses_what_cannot_run(folder: Path, start_path: Path, tmp_path
 
 
 def test_cli_usage_errors_are_one_line(folder: Path, tmp_path: Path) -> None:
-    for extra in (["--decoder-only"], ["--loss", "ms-ssim"]):
+    for extra in (["--decoder-only"], ["--loss", "ms-ssim"], ["--effort", "0"]):
         result = run("train", "--data", folder, "--out", tmp_path / "m.safetensors", *extra)
         assert result.returncode == 2 and ("--init" in result.stderr or "--decoder-only" in result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr

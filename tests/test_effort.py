@@ -8,7 +8,7 @@ import torch
 
 import vqcodec
 from vqcodec import codec
-from vqcodec.effort import EFFORT_BEAMS
+from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
 from vqcodec.errors import ArgumentError
 from vqcodec.quantizer import ResidualVQ
 
@@ -72,7 +72,7 @@ def test_bad_effort_is_refused(tiny_model, effort) -> None:
         vqcodec.compress(synthetic_image(), model=tiny_model, effort=effort)
 
 
-def test_every_effort_decodes_and_effort_zero_is_greedy(default_model, kodak_crop) -> None:
+def test_every_effort_decodes_and_quantize_takes_compress_default_effort(default_model, kodak_crop) -> None:
     sizes, errors = [], []
     x = np.asarray(kodak_crop, dtype=np.float64)
     for effort in range(len(EFFORT_BEAMS)):
@@ -82,6 +82,6 @@ def test_every_effort_decodes_and_effort_zero_is_greedy(default_model, kodak_cro
         errors.append(((out - x) ** 2).mean())
     assert errors[-1] < errors[0]
     latents = codec.embed(default_model, np.asarray(kodak_crop))
-    greedy = codec.quantize(default_model, latents, codec.grid_shape(default_model, *kodak_crop.size), 4)
+    unstated = codec.quantize(default_model, latents, codec.grid_shape(default_model, *kodak_crop.size), 4)
     assert np.array_equal(codec.quantize(default_model, latents, codec.grid_shape(default_model, *kodak_crop.size), 4,
-                                         effort=0), greedy)
+                                         effort=DEFAULT_EFFORT), unstated)

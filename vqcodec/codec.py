@@ -22,7 +22,7 @@ from PIL import Image
 from vqcodec import container, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
-from vqcodec.effort import EFFORT_BEAMS, check_effort
+from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS, check_effort
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
@@ -140,7 +140,7 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
 
 @torch.inference_mode()
 def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], quality: int,
-             rate_weight: float = 0.0, effort: int = 0) -> np.ndarray:
+             rate_weight: float = 0.0, effort: int = DEFAULT_EFFORT) -> np.ndarray:
     """Index grids (stages, grid_h, grid_w) from latents at a `compress` quality (its stage count and
     scale of the model's rate weights, `quality_levels`); `rate_weight` > 0 trades distortion for bits.
 

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from vqcodec import codec, pricing
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
+from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
                            psnr, save_checkpoint, sigterm_as_interrupt, truncate_log, write_log)
@@ -48,13 +49,15 @@ def loss_of(name: str, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 class CompressCodes:
     """Quantized latents as `compress` makes them at each quality: the start model's prior, its rate weights
-    (or others given) and the quality levels they make (`codec.quality_levels`), applied to a network whose
-    encoder and codebooks are frozen."""
+    (or others given), the quality levels they make (`codec.quality_levels`) and an encoder effort (default:
+    `compress`'s), applied to a network whose encoder and codebooks are frozen."""
 
-    def __init__(self, start: CodecModel, device: torch.device, rate_weights: np.ndarray | None = None) -> None:
+    def __init__(self, start: CodecModel, device: torch.device, rate_weights: np.ndarray | None = None,
+                 effort: int | None = None) -> None:
         self.prior = start.prior
         self.rate_weights = start.rate_weights if rate_weights is None else rate_weights
         self.levels = codec.quality_levels(replace(start, rate_weights=self.rate_weights))
+        self.beam = EFFORT_BEAMS[check_effort(effort)]
         self.device = device
 
     @torch.no_grad()
@@ -63,7 +66,11 @@ class CompressCodes:
         stages, scale = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
-        idx = net.quantizer.encode(_to_rows(z), stages, price)
+        rows = _to_rows(z)
+        if self.beam == 1:
+            idx = net.quantizer.encode(rows, stages, price)
+        else:
+            idx = net.quantizer.beam_encode(rows, stages, self.beam, price)
         return _from_rows(net.quantizer.decode(idx), z.shape)
 
 
@@ -111,7 +118,7 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     net = VQVAE(replace(start_model.config, name=cfg.model.name)).to(device)
     net.load_state_dict(start_model.net.state_dict())
     weights = pricing.stage_weights(start_model.config.num_stages, cfg.rate_weights) if cfg.rate_weights else None
-    codes = CompressCodes(start_model, device, weights)
+    codes = CompressCodes(start_model, device, weights, cfg.effort)
     _freeze_all_but_decoder(net)
     opt = torch.optim.Adam(net.decoder.parameters(), lr=cfg.lr)
     dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
@@ -130,7 +137,7 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
                              "images": len(dataset), "device": str(device), "init": str(cfg.init),
                              "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
-                             "rate_weights": codes.rate_weights.tolist()})
+                             "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort})
     if on_step is not None:
         on_step({"event": "phase", "phase": "decoder", "step": step})
     sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)

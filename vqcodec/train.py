@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from vqcodec import pricing
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb, to_tensor
+from vqcodec.effort import check_effort
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, ModelConfig, _to_rows
@@ -94,6 +95,8 @@ class TrainConfig:
     """Fine-tune only the decoder of `init` on the codes `compress` writes (`vqcodec.decoder_tuning`)."""
     loss: str = "mse"
     """Decoder loss of a `decoder_only` run (`LOSSES`); the full recipe trains on MSE."""
+    effort: int | None = None
+    """Encoder effort (`vqcodec.effort`) of the codes a `decoder_only` run trains on; None: `compress`'s default."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -118,6 +121,10 @@ class TrainConfig:
             raise ValueError(f"--loss ms-ssim needs --crop {MSSSIM_MIN_SIDE} or more (five scales of an 11-pixel window)")
         if self.decoder_only and self.init is None:
             raise ValueError("--decoder-only fine-tunes a model: give it with --init (also when resuming)")
+        if self.effort is not None and not self.decoder_only:
+            raise ValueError("--effort is for --decoder-only runs: the full recipe trains on nearest codes")
+        if self.decoder_only:
+            self.effort = check_effort(self.effort)
         choices = prior_view_choices(self.model.stride)
         if self.prior_views is not None and self.prior_views not in choices:
             raise ValueError(f"--prior-views must be one of {', '.join(map(str, choices))}, got {self.prior_views}")
