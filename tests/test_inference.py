@@ -43,15 +43,21 @@ def no_batchnorm(module: nn.Module) -> bool:
     return not any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
 
 
+def check_inference_form(trained: nn.Module, make_fast, x: torch.Tensor) -> nn.Module:  # noqa: ANN001
+    """`make_fast(trained)`, after checking that it computes what `trained` does, without BatchNorm, and
+    leaves `trained` as it was."""
+    keys = sorted(trained.state_dict())
+    fast = make_fast(trained)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), trained(x), atol=1e-5)
+    assert sorted(trained.state_dict()) == keys
+    assert no_batchnorm(fast) and not no_batchnorm(trained)
+    return fast
+
+
 def test_fast_encoder_matches_the_encoder_and_leaves_it_untouched() -> None:
     encoder = randomised(Encoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
-    keys = sorted(encoder.state_dict())
-    fast = fast_encoder(encoder)
-    x = torch.rand(1, 3, 24, 40)
-    with torch.no_grad():
-        assert torch.allclose(fast(x), encoder(x), atol=1e-5)
-    assert sorted(encoder.state_dict()) == keys
-    assert no_batchnorm(fast) and not no_batchnorm(encoder)
+    fast = check_inference_form(encoder, fast_encoder, torch.rand(1, 3, 24, 40))
     assert any(isinstance(m, ResBlock) for m in fast.modules())
     if torch.backends.nnpack.is_available():
         assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 2
@@ -72,12 +78,6 @@ def test_winograd_convolution_matches_the_direct_one() -> None:
 
 def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
     decoder = randomised(Decoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
-    keys = sorted(decoder.state_dict())
-    fast = fast_decoder(decoder)
-    z = torch.randn(1, 4, 6, 9)
-    with torch.no_grad():
-        assert torch.allclose(fast(z), decoder(z), atol=1e-5)
-    assert sorted(decoder.state_dict()) == keys
+    fast = check_inference_form(decoder, fast_decoder, torch.randn(1, 4, 6, 9))
     assert isinstance(fast.linear, SubPixelConvTranspose) and isinstance(fast.net[-1], SubPixelConvTranspose)
     assert isinstance(decoder.linear, nn.ConvTranspose2d)
-    assert no_batchnorm(fast) and not no_batchnorm(decoder)
