@@ -154,12 +154,8 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     weights = model.rate_weights[:stages] * scale + rate_weight
     price = pricing.penalty(model.prior, weights)
     beam = EFFORT_BEAMS[effort]
-    quantizer = model.net.quantizer
-    if beam == 1:
-        chunks = [quantizer.encode(chunk, stages, price) for chunk in latents.split(QUANTIZE_ROWS)]
-    else:
-        chunks = [quantizer.beam_encode(chunk, stages, beam, price)
-                  for chunk in latents.split(max(1, QUANTIZE_ROWS // beam))]
+    chunks = [model.net.quantizer.encode(chunk, stages, price, beam)
+              for chunk in latents.split(max(1, QUANTIZE_ROWS // beam))]
     return torch.cat(chunks, dim=1).reshape(stages, *grid).numpy()
 
 

@@ -66,11 +66,7 @@ class CompressCodes:
         stages, scale = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
-        rows = _to_rows(z)
-        if self.beam == 1:
-            idx = net.quantizer.encode(rows, stages, price)
-        else:
-            idx = net.quantizer.beam_encode(rows, stages, self.beam, price)
+        idx = net.quantizer.encode(_to_rows(z), stages, price, self.beam)
         return _from_rows(net.quantizer.decode(idx), z.shape)
 
 

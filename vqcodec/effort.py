@@ -20,14 +20,10 @@ from vqcodec.errors import ArgumentError
 EFFORT_BEAMS = (1, 2, 4, 8, 16)
 """Beam width of the residual-stage search at each effort level."""
 DEFAULT_EFFORT = 1
-"""The level `compress` uses when none is given: a beam of 2. On the first 16 BSDS500 val images it gave
--3.96% BD-rate (PSNR) against greedy coding (level 0) with the decoder-tuned `default`. A default may
-cost at most 1.3 times the encode time: level 1 once took 1.7 times (631 against 371 ms at quality 6),
-until scoring codes with one contiguous matrix product, selecting by NumPy's argmin and quantizing
-4,096 cells at a time (`vqcodec.quantizer.code_scores`, `smallest`, `codec.QUANTIZE_ROWS`) brought it to
-1.28 times greedy coding's whole compress of a 768x512 Kodak image at quality 6 (20 compresses,
-interleaved, quiet machine; 1.31 in the Kodak benchmark run), with the same codes as before at every
-level. On Kodak it gave -3.7% BD-rate (PSNR) against level 0 in that run."""
+"""The level `compress` uses when none is given: a beam of 2. Against greedy coding (level 0) it gave -3.96%
+BD-rate (PSNR) on the first 16 BSDS500 val images and -3.7% on Kodak, for 1.28 times the whole compress
+time of a 768x512 Kodak image at quality 6 (20 compresses, interleaved; 1.31 in the Kodak benchmark run),
+inside the 1.3 times a default may cost now that the quantizer is fast (`vqcodec.quantizer.code_scores`)."""
 
 
 def check_effort(effort: int | None) -> int:

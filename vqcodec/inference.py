@@ -26,6 +26,7 @@ The trained modules stay untouched (training, prior fitting and model files use 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -82,13 +83,31 @@ class ChannelShift(nn.Module):
         return x.add_(self.shift)
 
 
+def _fuse_pairs(layers: nn.Sequential, fuse: Callable[[nn.Module, nn.Module], list[nn.Module] | None]) -> nn.Sequential:
+    """`layers` (a copy: its modules are changed) with each neighbouring pair that `fuse(previous, layer)`
+    merges replaced by what it returns, residual blocks' bodies included."""
+    out: list[nn.Module] = []
+    for layer in layers:
+        fused = fuse(out[-1], layer) if out else None
+        if fused is not None:
+            out[-1:] = fused
+            continue
+        if isinstance(layer, ResBlock):
+            layer.body = _fuse_pairs(layer.body, fuse)
+        out.append(layer)
+    return nn.Sequential(*out)
+
+
 @torch.no_grad()
-def _merge(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> list[nn.Module]:
-    """`conv` followed by `bn` (eval mode) as the convolution with output channel o's weights scaled by
-    gamma_o / sqrt(var_o + eps), then a shift by (bias_o - mean_o) * that + beta_o.
+def _merge(conv: nn.Module, bn: nn.Module) -> list[nn.Module] | None:
+    """A (transposed) convolution followed by a BatchNorm (eval mode) as the convolution with output
+    channel o's weights scaled by gamma_o / sqrt(var_o + eps), then a shift by (bias_o - mean_o) * that
+    + beta_o; None for any other pair.
 
     The shift stays a separate in-place add rather than the convolution's bias: on a CPU core the
     transposed convolutions ran their bias 20 ms slower than the add (96 to 64 channels at 384x256)."""
+    if not (isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d)):
+        return None
     scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     shape = (-1, 1, 1, 1) if isinstance(conv, nn.Conv2d) else (1, -1, 1, 1)  # where the output channels are
     conv.weight.mul_(scale.reshape(shape))
@@ -114,40 +133,24 @@ class WinogradConv2d(nn.Module):
         return torch._nnpack_spatial_convolution(x.contiguous(), self.weight, self.bias, self.padding)
 
 
-def _winograd_able(layer: nn.Module) -> bool:
-    return (isinstance(layer, nn.Conv2d) and layer.kernel_size == (3, 3) and layer.stride == (1, 1)
-            and layer.dilation == (1, 1) and layer.groups == 1 and layer.bias is None
-            and isinstance(layer.padding, tuple))
-
-
-def use_winograd(layers: nn.Sequential) -> nn.Sequential:
-    """`layers` (BatchNorms already folded) with each 3x3 convolution and the shift after it as a
-    `WinogradConv2d`, inside residual blocks too; unchanged where torch has no NNPACK."""
-    if not torch.backends.nnpack.is_available():
-        return layers
-    out: list[nn.Module] = []
-    for layer in layers:
-        if isinstance(layer, ChannelShift) and out and _winograd_able(out[-1]):
-            out[-1] = WinogradConv2d(out[-1], layer.shift)
-            continue
-        if isinstance(layer, ResBlock):
-            layer.body = use_winograd(layer.body)
-        out.append(layer)
-    return nn.Sequential(*out)
+def _winograd(conv: nn.Module, shift: nn.Module) -> list[nn.Module] | None:
+    """A 3x3, stride-1 convolution and the shift after it as one `WinogradConv2d`; None for any other pair."""
+    able = (isinstance(conv, nn.Conv2d) and isinstance(shift, ChannelShift) and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+            and isinstance(conv.padding, tuple))
+    return [WinogradConv2d(conv, shift.shift)] if able else None
 
 
 def fold_batchnorm(layers: nn.Sequential) -> nn.Sequential:
     """`layers` (already a copy: its modules are changed) with each BatchNorm folded into the
     convolution before it, residual blocks' bodies included."""
-    out: list[nn.Module] = []
-    for layer in layers:
-        if isinstance(layer, nn.BatchNorm2d) and out and isinstance(out[-1], (nn.Conv2d, nn.ConvTranspose2d)):
-            out[-1:] = _merge(out[-1], layer)
-            continue
-        if isinstance(layer, ResBlock):
-            layer.body = fold_batchnorm(layer.body)
-        out.append(layer)
-    return nn.Sequential(*out)
+    return _fuse_pairs(layers, _merge)
+
+
+def use_winograd(layers: nn.Sequential) -> nn.Sequential:
+    """`layers` (BatchNorms already folded) with each 3x3 convolution and the shift after it as a
+    `WinogradConv2d`, inside residual blocks too; unchanged where torch has no NNPACK."""
+    return _fuse_pairs(layers, _winograd) if torch.backends.nnpack.is_available() else layers
 
 
 def fast_encoder(encoder: Encoder) -> Encoder:

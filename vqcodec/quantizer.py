@@ -220,13 +220,15 @@ class ResidualVQ(nn.Module):
         return QuantizerOutput(straight_through, torch.stack(indices), commitment / n)
 
     def encode(self, x: torch.Tensor, num_stages: int | None = None,
-               penalty: Penalty | None = None) -> torch.Tensor:
-        """Indices (S, N) for (N, D) rows, greedy stage by stage.
+               penalty: Penalty | None = None, beam: int = 1) -> torch.Tensor:
+        """Indices (S, N) for (N, D) rows: greedy stage by stage, or by `beam_encode` when `beam` > 1.
 
         `penalty`, when given, prices each stage's codes given the codes the stage before chose
         (rate-aware quantization: lambda times each code's cost in bits in its context).
         """
         n = self.num_stages if num_stages is None else num_stages
+        if beam > 1:
+            return self.beam_encode(x, n, beam, penalty)
         residual = x
         indices: list[torch.Tensor] = []
         for s, stage in enumerate(self.stages[:n]):
