@@ -99,6 +99,14 @@ class PlainProgress:
                 self._print(f"step {step}/{self.cfg.steps} phase {phase} {_step_info(m)}")
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    """--decoder-channels as a tuple of ints (empty text: none)."""
+    try:
+        return tuple(int(w) for w in text.split(",")) if text.strip() else ()
+    except ValueError:
+        raise ValueError(f"--decoder-channels takes comma-separated whole numbers, got {text!r}") from None
+
+
 def train(
     data: Annotated[Path, typer.Option("--data", help="Folder of training photos (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write (.safetensors).")] = Path("model.safetensors"),
@@ -139,6 +147,10 @@ def train(
     loss: Annotated[str, typer.Option(
         help="Decoder loss with --decoder-only: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model; "
              "needs --crop 161 or more).")] = "mse",
+    decoder_channels: Annotated[str, typer.Option(
+        help="The decoder's widths per scale, finest first, comma-separated (e.g. 32,64,128); empty: the "
+             "encoder's mirrored. With --decoder-only --init MODEL, a narrower decoder than MODEL's starts from "
+             "its most important channels: it decodes faster and still reads MODEL's files.")] = "",
     effort: Annotated[Optional[int], typer.Option(
         min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
              f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {DEFAULT_EFFORT}).",
@@ -160,9 +172,10 @@ def train(
     from vqcodec.pricing import parse_weights
     from vqcodec.train import TrainConfig, train as run_training
 
-    model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
-                        description=f"trained by vqcodec train on {data}")
     try:
+        widths = _widths(decoder_channels)
+        model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
+                            decoder_channels=widths, description=f"trained by vqcodec train on {data}")
         weights = parse_weights(rate_weights)
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,

@@ -29,6 +29,7 @@ from vqcodec import codec, pricing
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
 from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.model import VQVAE, _from_rows, _to_rows
+from vqcodec.narrowing import narrow_decoder
 from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
                            psnr, save_checkpoint, sigterm_as_interrupt, truncate_log, write_log)
 from vqcodec.zoo import CodecModel, load_model, save_model
@@ -111,13 +112,17 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     start_model = load_model(cfg.init)
-    net = VQVAE(replace(start_model.config, name=cfg.model.name)).to(device)
-    net.load_state_dict(start_model.net.state_dict())
+    widths = cfg.model.decoder_channels or start_model.config.decoder_channels
+    net = VQVAE(replace(start_model.config, name=cfg.model.name, decoder_channels=widths)).to(device)
     weights = pricing.stage_weights(start_model.config.num_stages, cfg.rate_weights) if cfg.rate_weights else None
     codes = CompressCodes(start_model, device, weights, cfg.effort)
+    dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
+    if net.config.decoder_widths == start_model.config.decoder_widths:
+        net.load_state_dict(start_model.net.state_dict())
+    else:
+        _start_narrow(net, start_model, codes, dataset, cfg.batch_size, device)
     _freeze_all_but_decoder(net)
     opt = torch.optim.Adam(net.decoder.parameters(), lr=cfg.lr)
-    dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
     val_images = [read_rgb(p) for p in find_images(cfg.val)[: cfg.val_images]] if cfg.val else []
     step = 0
     if cfg.resume is not None:
@@ -133,7 +138,8 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
                              "images": len(dataset), "device": str(device), "init": str(cfg.init),
                              "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
-                             "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort})
+                             "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
+                             "decoder_channels": list(net.config.decoder_widths)})
     if on_step is not None:
         on_step({"event": "phase", "phase": "decoder", "step": step})
     sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)
@@ -159,6 +165,19 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     save_model(net.cpu(), start_model.prior, cfg.out, codes.rate_weights, decodes=lineage)
     write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
     return net
+
+
+def _start_narrow(net: VQVAE, start: CodecModel, codes: CompressCodes, dataset: CropDataset, crops: int,
+                  device: torch.device) -> None:
+    """`net` = `start` with a narrower decoder (`vqcodec.narrowing`) whose channels are ranked on the latents
+    of the first `crops` training crops at every `compress` quality."""
+    own = {k: v for k, v in start.net.state_dict().items() if not k.startswith("decoder.")}
+    net.load_state_dict(own, strict=False)
+    net.eval()  # the encoder's BatchNorm statistics must stay the start model's
+    x = torch.stack([dataset[i] for i in range(min(crops, len(dataset)))]).to(device)
+    latents = torch.cat([codes.latents(net, x, q) for q in range(1, len(codes.levels) + 1)])
+    narrow = narrow_decoder(start.net.decoder.to(device), net.config, latents)
+    net.decoder.load_state_dict(narrow.state_dict())
 
 
 def _step(net: VQVAE, opt: torch.optim.Optimizer, codes: CompressCodes, x: torch.Tensor, step: int,

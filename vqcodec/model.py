@@ -29,6 +29,9 @@ class ModelConfig:
 
     name: str = "vqcodec"
     channels: tuple[int, ...] = (64, 96, 128)
+    decoder_channels: tuple[int, ...] = ()
+    """The decoder's widths in the same order as `channels` (finest scale first); empty: `channels`, the
+    mirror. A narrower decoder decodes faster (`vqcodec.distill` trains one from a wider model's)."""
     res_blocks: int = 2
     latent_dim: int = 64
     codebook_size: int = 512
@@ -42,13 +45,32 @@ class ModelConfig:
         """Downsampling factor between image pixels and grid cells."""
         return 2 ** len(self.channels)
 
+    @property
+    def decoder_widths(self) -> tuple[int, ...]:
+        """The decoder's channels per scale, finest first."""
+        return self.decoder_channels or self.channels
+
+    def __post_init__(self) -> None:
+        if self.decoder_channels and len(self.decoder_channels) != len(self.channels):
+            raise ValueError(f"decoder_channels needs one width per scale ({len(self.channels)}), "
+                             f"got {len(self.decoder_channels)}")
+        if any(c < 1 for c in self.channels) or any(c < 1 for c in self.decoder_channels):
+            raise ValueError(f"channel widths must be positive, got channels={self.channels}, "
+                             f"decoder_channels={self.decoder_channels}")
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The config as JSON; a mirrored decoder leaves `decoder_channels` out, as files written before
+        the field existed have it."""
+        fields = asdict(self)
+        if not self.decoder_channels:
+            del fields["decoder_channels"]
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
         raw = json.loads(text)
         raw["channels"] = tuple(raw["channels"])
+        raw["decoder_channels"] = tuple(raw.get("decoder_channels", ()))
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:
@@ -108,7 +130,7 @@ class Decoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        chans = list(reversed(config.channels))
+        chans = list(reversed(config.decoder_widths))
         layers: list[nn.Module] = [
             nn.Conv2d(config.latent_dim, chans[0], 1, bias=False),
             nn.BatchNorm2d(chans[0]),
