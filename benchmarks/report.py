@@ -143,11 +143,33 @@ def _speed_section(speed: Sequence[SpeedResult]) -> list[str]:
                   "|---|---:|---:|---:|---:|---:|---:|"]
         lines += [f"| {t.width}x{t.height} | {t.quality} | {t.bytes} | {t.bpp:.4f} | {1000 * t.compress_s:.0f} "
                   f"| {1000 * t.decompress_s:.0f} | {t.repeats} |" for t in s.timings]
+        lines += _rival_tables(s)
         lines += ["", "| size | quality | operation | peak RSS (MiB) | baseline (MiB) | peak − baseline (MiB) |",
                   "|---|---:|---|---:|---:|---:|"]
         lines += [f"| {m.width}x{m.height} | {m.quality} | {m.operation} | {m.peak_mib:.0f} | {m.baseline_mib:.0f} "
                   f"| {m.peak_mib - m.baseline_mib:.0f} |" for m in s.memory]
         lines.append("")
+    return lines
+
+
+def _rival_tables(s: SpeedResult) -> list[str]:
+    """Per rival codec: its times at vqcodec's file sizes beside vqcodec's, and the ratios (vqcodec / rival)."""
+    ours = {(t.width, t.height, t.quality): t for t in s.timings}
+    lines: list[str] = []
+    for name in dict.fromkeys(r.codec for r in s.rivals):
+        rows = [r for r in s.rivals if r.codec == name]
+        size = f"{rows[0].width}x{rows[0].height}"
+        lines += ["", f"Against {name} on the same {size} image, at its quality setting whose file is nearest in "
+                  f"bytes to vqcodec's, timed right after vqcodec in the same process; ratio = vqcodec's time / "
+                  f"{name}'s (above 1: vqcodec is slower).", "",
+                  f"| quality | bytes | {name} setting | {name} bytes | compress (ms) | {name} encode (ms) | ratio "
+                  f"| decompress (ms) | {name} decode (ms) | ratio |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            t = ours[(r.width, r.height, r.quality)]
+            lines.append(f"| {r.quality} | {t.bytes} | {r.setting} | {r.bytes} | {1000 * t.compress_s:.0f} "
+                         f"| {1000 * r.encode_s:.0f} | {t.compress_s / r.encode_s:.1f} | {1000 * t.decompress_s:.0f} "
+                         f"| {1000 * r.decode_s:.1f} | {t.decompress_s / r.decode_s:.0f} |")
     return lines
 
 

@@ -86,6 +86,23 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class RivalTiming:
+    """Median encode and decode wall time of another codec on the speed image, at its setting whose file is
+    nearest in bytes to vqcodec's at `quality` (`benchmarks.rivals`)."""
+
+    codec: str
+    width: int
+    height: int
+    quality: int
+    setting: int
+    bytes: int
+    bpp: float
+    encode_s: float
+    decode_s: float
+    repeats: int
+
+
+@dataclass(frozen=True)
 class Memory:
     """Peak resident memory of a fresh process doing one compress or decompress, and before it started."""
 
@@ -105,6 +122,7 @@ class SpeedResult:
     threads: int
     key: dict[str, Any]
     timings: list[Timing]
+    rivals: list[RivalTiming]
     memory: list[Memory]
     elapsed_s: float
     environment: dict[str, Any]
@@ -112,6 +130,7 @@ class SpeedResult:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "SpeedResult":
         return cls(**{**raw, "timings": [Timing(**t) for t in raw["timings"]],
+                      "rivals": [RivalTiming(**r) for r in raw["rivals"]],
                       "memory": [Memory(**m) for m in raw["memory"]]})
 
 

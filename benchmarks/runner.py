@@ -24,7 +24,7 @@ from vqcodec.data import find_images
 from vqcodec.errors import DataError
 from vqcodec.zoo import shipped_models
 
-from . import results, speed
+from . import results, rivals, speed
 from .codecs import Codec, registry, select
 from .environment import describe
 from .metrics import MIN_MS_SSIM_SIDE, as_tensor, bits_per_pixel, ms_ssim, psnr
@@ -101,7 +101,7 @@ def speed_key(codec: Codec, source: BenchImage, sizes: Sequence[tuple[int, int]]
     """The cache key of a speed result."""
     return {"schema": results.SCHEMA, "codec": codec.name, "sizes": [list(s) for s in sizes],
             "qualities": list(qualities), "source": [source.name, source.sha256], "threads": threads,
-            **codec.identity}
+            "rivals": {c.name: c.identity for c in rivals.rivals(threads)}, **codec.identity}
 
 
 def _warm_up(codec: Codec, images: Sequence[BenchImage], setting: int) -> None:
@@ -199,10 +199,11 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
         for codec, qualities, key in speed_work:
             t0 = time.perf_counter()
             model_name = codec.name.removeprefix("vqcodec-")
-            timings, memory = speed.measure_speed(model_name, config.data / images[0].name, sizes, qualities,
-                                                  config.threads, on_step, memory_size)
-            sresult = SpeedResult(name=codec.name, threads=config.threads, key=key, timings=timings, memory=memory,
-                                  elapsed_s=time.perf_counter() - t0, environment=environment)
+            timings, rival_timings, memory = speed.measure_speed(model_name, config.data / images[0].name, sizes,
+                                                                 qualities, config.threads, on_step, memory_size)
+            sresult = SpeedResult(name=codec.name, threads=config.threads, key=key, timings=timings,
+                                  rivals=rival_timings, memory=memory, elapsed_s=time.perf_counter() - t0,
+                                  environment=environment)
             results.save(sresult, config.out / f"speed-{codec.name}.json")
             found_speed[codec.name] = sresult
     finally:

@@ -1,5 +1,8 @@
 """Speed and memory of vqcodec: compress/decompress time per quality at fixed image sizes, peak RSS.
 
+At the first size (a Kodak-sized photo) each quality is followed by WebP's and AVIF's times at the same
+file size (`benchmarks.rivals`), so the report can give ratios measured minutes, not days, apart.
+
 Times come from this process with the model loaded once and a warm-up excluded; each point is the
 median of up to `MAX_REPEATS` runs (fewer when the runs already took `MIN_TIME_S`). Peak resident
 memory is measured in a fresh Python process (`python -m vqcodec.bench.speed JOB`) that loads the model,
@@ -30,7 +33,8 @@ from PIL import Image
 from vqcodec import codec as vq
 from vqcodec.zoo import load_model, shipped_models
 
-from .results import Memory, Timing
+from . import rivals
+from .results import Memory, RivalTiming, Timing
 
 SIZES: tuple[tuple[int, int], ...] = ((768, 512), (4000, 3000))
 """Image sizes timed by a full run: a Kodak-sized photo and a 12-megapixel camera image."""
@@ -91,16 +95,19 @@ def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, t
 
 def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]], qualities: Sequence[int],
                   threads: int, on_step: Callable[[str], None],
-                  memory_size: tuple[int, int] = MEMORY_SIZE) -> tuple[list[Timing], list[Memory]]:
-    """Time every quality at every size, then measure peak RSS at `memory_size` and top quality.
+                  memory_size: tuple[int, int] = MEMORY_SIZE) -> tuple[list[Timing], list[RivalTiming], list[Memory]]:
+    """Time every quality at every size, each point at the first size followed by the rivals
+    (`benchmarks.rivals`) at the same file size, then measure peak RSS at `memory_size` and top quality.
 
     `on_step` is called with a short label after each timed point and each memory run.
     """
     model = load_model(model_name)
     timings: list[Timing] = []
+    rival_timings: list[RivalTiming] = []
+    others = rivals.rivals(threads)
     top = max(qualities)
     largest = memory_size
-    for width, height in sizes:
+    for i, (width, height) in enumerate(sizes):
         image = speed_image(source, width, height)
         vq.decompress(vq.compress(image, model, min(qualities)), model)
         for q in qualities:
@@ -108,6 +115,8 @@ def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]
             timings.append(Timing(width=width, height=height, quality=q, bytes=len(data),
                                   bpp=8.0 * len(data) / (width * height), compress_s=comp, decompress_s=decomp,
                                   repeats=repeats))
+            if i == 0:
+                rival_timings += [rivals.time_rival(c, image, q, len(data), MIN_TIME_S, MAX_REPEATS) for c in others]
             on_step(f"speed vqcodec-{model_name} {width}x{height} q{q}")
     memory: list[Memory] = []
     with tempfile.TemporaryDirectory(prefix="vqcodec-bench-") as tmp:
@@ -120,7 +129,7 @@ def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]
             memory.append(Memory(width=largest[0], height=largest[1], quality=top, operation=operation,
                                  baseline_mib=base, peak_mib=peak))
             on_step(f"memory vqcodec-{model_name} {operation}")
-    return timings, memory
+    return timings, rival_timings, memory
 
 
 PROC_STATUS = Path("/proc/self/status")

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 from vqcodec.bench import results
 from vqcodec.bench.codecs import registry, select
 from vqcodec.bench.metrics import as_tensor, ms_ssim, psnr
+from vqcodec.bench.rivals import nearest_setting
 from vqcodec.bench.runner import load_images
+from vqcodec.bench.speed import speed_image
 from vqcodec.cli.main import app
 from vqcodec.errors import DataError
 from vqcodec.zoo import shipped_models
@@ -75,6 +77,30 @@ def test_quick_run_writes_report_plots_and_speed(quick: Path) -> None:
         assert all(t["compress_s"] > 0 and t["decompress_s"] > 0 for t in speed["timings"])
         assert [m["operation"] for m in speed["memory"]] == ["compress", "decompress"]
         assert all(m["peak_mib"] >= m["baseline_mib"] > 50 for m in speed["memory"])
+        ours = {t["quality"]: t for t in speed["timings"]}
+        assert sorted((r["codec"], r["quality"]) for r in speed["rivals"]) == \
+            sorted((c, q) for c in ("avif", "webp") for q in ours)
+        for r in speed["rivals"]:
+            assert r["encode_s"] > 0 and r["decode_s"] > 0 and 0 <= r["setting"] <= 100
+            assert r["bytes"] == len(registry()[r["codec"]]().encode(speed_image(KODAK / "kodim01.png", 768, 512),
+                                                                    r["setting"]))
+    assert "Against webp on the same 768x512 image" in report and "| avif decode (ms) | ratio |" in report
+
+
+def test_nearest_setting_picks_the_closest_size_by_bisection() -> None:
+    sizes = {s: 100 + 7 * s + (s * s) // 10 for s in range(101)}
+    calls: list[int] = []
+
+    def encode(s: int) -> int:
+        calls.append(s)
+        return sizes[s]
+
+    for target in (0, 100, 101, 555, 556, 1300, 1800, 10**6):
+        calls.clear()
+        setting, size = nearest_setting(encode, target)
+        best = min(abs(v - target) for v in sizes.values())
+        assert size == sizes[setting] and abs(size - target) == best
+        assert len(set(calls)) <= 9
 
 
 @needs_kodak
