@@ -191,7 +191,7 @@ def test_cli_usage_errors_are_one_line(folder: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "m.safetensors").exists()
 
 
-def test_shipped_lookup_prefers_the_model_itself_then_its_nearest_fine_tune(
+def test_shipped_lookup_prefers_the_model_itself_then_default_then_the_nearest_fine_tune(
         monkeypatch: pytest.MonkeyPatch, start_path: Path, tuned_path: Path, tmp_path: Path) -> None:
     start, tuned = load_model(start_path), load_model(tuned_path)
     other = tmp_path / "other.safetensors"
@@ -210,6 +210,9 @@ def test_shipped_lookup_prefers_the_model_itself_then_its_nearest_fine_tune(
     assert registry.find_shipped(grand.fingerprint) == ["grandchild"]
     shipped({"grandchild": grandchild})
     assert registry.find_shipped(start.fingerprint) == ["grandchild"]
+    shipped({"default": grandchild, "tuned": tuned_path})  # default, though further away, goes first
+    assert registry.find_shipped(start.fingerprint) == ["default"]
+    assert registry.find_shipped(tuned.fingerprint) == ["tuned"]  # the model itself goes before default
     shipped({"default": tuned_path, "other": other})
     assert registry.find_shipped(start.fingerprint) == ["default"]
     shipped({"one": tuned_path, "other": other})
@@ -221,11 +224,12 @@ def test_shipped_lookup_prefers_the_model_itself_then_its_nearest_fine_tune(
     assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its decoder fine-tune 'default')"
 
 
-@pytest.mark.parametrize("short_id", [1, 2])
+@pytest.mark.parametrize("short_id", [1, 2, 4])
 def test_files_of_the_replaced_default_decode_with_the_shipped_fine_tune(kodak_crop, short_id: int) -> None:
-    """Short ids 1 and 2 name earlier `default`s (before its decoder was fine-tuned, and after the first
-    fine-tune); those models no longer ship, but their codebooks and prior do, in today's `default`,
-    which reads their files (`perceptual`, a fine-tune of id 2 too, is as near; `default` goes first)."""
+    """Short ids 1, 2 and 4 name earlier `default`s (before its decoder was fine-tuned, after the first
+    fine-tune, after the second); those models no longer ship, but their codebooks and prior do, in
+    today's `default` (a narrower decoder trained on id 4's codes), which reads their files (`perceptual`,
+    a fine-tune of id 2 too, is as near for ids 1 and 2; `default` goes first)."""
     first = container.SHIPPED_MODELS[short_id]
     default = load_model("default")
     assert first in default.decodes and registry.find_shipped(first) == ["default"]

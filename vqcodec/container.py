@@ -52,6 +52,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     2: bytes.fromhex("0d7bebccc4787c387839b7a413ec78a7aa5116dfa0ab4ad08dff174651595e78"),  # default, decoder tuned
     3: bytes.fromhex("44868d9813905d3e40c0018b9ea42c73ddcd1488de68f189e6589a4e2298e2ce"),  # perceptual
     4: bytes.fromhex("39bbdd43d2b9b9a6a005b76e250b5149b454e26a7392bf00714c0bf28686bd24"),  # default, decoder tuned longer
+    5: bytes.fromhex("405b08585aa74157a403aa26b1d6eb84db6b3431cab6062709b27d45bb71625d"),  # default, narrower decoder
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 

@@ -69,8 +69,12 @@ def stated_fingerprint(path: Path) -> bytes:
 
 
 def _nearest(model_id: bytes) -> tuple[int, list[str]]:
-    """How far (0: the model itself) the nearest shipped readers of `model_id` are, and their names
-    (`PREFERRED` alone when it is one of them); (0, []) when no shipped model reads it."""
+    """The shipped readers of `model_id` that decode its data, and how far down their lineage it is (0: the
+    model itself): the model itself when shipped, else `PREFERRED` when it reads it, else the nearest
+    fine-tunes; (0, []) when no shipped model reads it.
+
+    `PREFERRED` goes before a nearer fine-tune: files of an earlier `default` decode with today's, not with
+    a sibling tuned for another purpose (`perceptual` is one step nearer to short ids 1 and 2)."""
     ranked = []
     for name, path in shipped_models().items():
         depth = next((i for i, f in enumerate(stated_lineage(path)) if f.startswith(model_id)), None)
@@ -79,14 +83,16 @@ def _nearest(model_id: bytes) -> tuple[int, list[str]]:
     if not ranked:
         return 0, []
     nearest = min(depth for depth, _ in ranked)
-    names = sorted(name for depth, name in ranked if depth == nearest)
-    return nearest, [PREFERRED] if PREFERRED in names else names
+    preferred = [depth for depth, name in ranked if name == PREFERRED]
+    if nearest > 0 and preferred:
+        return preferred[0], [PREFERRED]
+    return nearest, sorted(name for depth, name in ranked if depth == nearest)
 
 
 def find_shipped(model_id: bytes) -> list[str]:
     """Names of the shipped models that read data naming `model_id` (a fingerprint or its first bytes): the
-    model itself, else its nearest decoder fine-tunes (`default` alone when it is one of them). Normally one
-    or none; several only when equally near, which the caller must settle."""
+    model itself, else `default` when it reads it, else its nearest decoder fine-tunes. Normally one or
+    none; several only when equally near, which the caller must settle."""
     return _nearest(model_id)[1]
 
 
