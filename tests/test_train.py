@@ -163,7 +163,7 @@ def test_fine_tuning_starts_from_the_model_file(folder: Path, tmp_path: Path, ti
     start_from_model(net, tiny_model_path)
     for (key, a), b in zip(load_model(tiny_model_path).net.state_dict().items(), net.state_dict().values()):
         assert torch.equal(a, b), key
-    with pytest.raises(DataError, match="another architecture"):
+    with pytest.raises(DataError, match=r"another architecture: codebook_size 16 \(asked: 8\)$"):
         start_from_model(VQVAE(replace(TINY, codebook_size=8)), tiny_model_path)
 
     cfg = config(folder, tmp_path / "tuned.safetensors", init=tiny_model_path, pretrain_steps=None, steps=4)
@@ -173,6 +173,21 @@ def test_fine_tuning_starts_from_the_model_file(folder: Path, tmp_path: Path, ti
     assert records[0]["init"] == str(tiny_model_path)
     assert [r["stages"] > 0 for r in records if "loss" in r] == [True] * 4
     assert load_model(cfg.out).fingerprint != load_model(tiny_model_path).fingerprint
+
+
+def test_fine_tuning_a_narrow_decoder_keeps_its_widths(folder: Path, tmp_path: Path, tiny_model_path: Path) -> None:
+    """`--init` of a model with a narrower decoder needs no `--decoder-channels` (the shipped `default` has one)."""
+    from dataclasses import replace
+
+    from vqcodec.model import VQVAE
+    from vqcodec.zoo import save_model
+
+    narrow = replace(TINY, decoder_channels=(4, 8))
+    start = tmp_path / "narrow.safetensors"
+    save_model(VQVAE(narrow).eval(), load_model(tiny_model_path).prior, start)
+    cfg = config(folder, tmp_path / "tuned.safetensors", init=start, pretrain_steps=None, steps=2)
+    train(cfg)
+    assert load_model(cfg.out).config.decoder_channels == (4, 8)
 
 
 def test_prior_statistics_count_every_shifted_and_mirrored_view(folder: Path) -> None:

@@ -260,11 +260,15 @@ def start_from_model(net: VQVAE, path: Path) -> None:
     """Copy a model file's weights and codebooks (EMA state included) into `net`, for fine-tuning.
 
     The transform and codebook initialisations are then skipped: the file's network already holds them.
-    Only the name and description may differ from the file's config.
+    Only the name and description may differ from the file's config (`train` takes the file's decoder
+    widths when none are asked for).
     """
     source = load_model(path)
     if replace(source.config, name=net.config.name, description=net.config.description) != net.config:
-        raise DataError(f"{path}: model has another architecture ({source.config}) than asked for ({net.config})")
+        differ = [f"{f} {getattr(source.config, f)} (asked: {getattr(net.config, f)})"
+                  for f in ModelConfig.__dataclass_fields__ if f not in ("name", "description")
+                  and getattr(source.config, f) != getattr(net.config, f)]
+        raise DataError(f"{path}: model has another architecture: {', '.join(differ)}")
     net.load_state_dict(source.net.state_dict())
 
 
@@ -493,6 +497,8 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         from vqcodec.decoder_tuning import tune_decoder  # it builds on this module
 
         return tune_decoder(cfg, on_step)
+    if cfg.init is not None and not cfg.model.decoder_channels:
+        cfg.model = replace(cfg.model, decoder_channels=load_model(cfg.init).config.decoder_channels)
 
     def event(record: dict[str, Any]) -> None:
         if on_step is not None:
