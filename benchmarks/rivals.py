@@ -1,21 +1,17 @@
 """Speed beside the codecs users compare against: WebP (method 6) and AVIF (speed 6) at vqcodec's file sizes.
 
 A time ratio means something only for the same image, the same file size and the same moment on the
-machine. For each vqcodec point the speed run times, this module finds the rival's setting whose file is
-nearest in bytes (bisection over its quality scale, along which file size grows), and times that
-setting's encode and decode right after vqcodec's, in the same process, with the same repeat policy.
+machine. For each vqcodec point it times, the speed run (`benchmarks.speed`) finds each rival's setting
+whose file is nearest in bytes (`nearest_setting`: bisection over its quality scale, along which file size
+grows) and times that setting's encode and decode right after vqcodec's, in the same process, with the
+same repeat policy.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 
-from PIL import Image
-
 from .codecs import Codec, avif, webp
-from .results import RivalTiming
 
 QUALITY_RANGE = (0, 100)
 """The quality scale both rivals' Pillow encoders take."""
@@ -50,24 +46,3 @@ def nearest_setting(encode: Callable[[int], int], target: int, low: int = QUALIT
     candidates = [s for s in (lo - 1, lo) if low <= s <= high]
     best = min(candidates, key=lambda s: (abs(size(s) - target), s))
     return best, size(best)
-
-
-def time_rival(codec: Codec, image: Image.Image, quality: int, target: int, min_time_s: float,
-               max_repeats: int) -> RivalTiming:
-    """`codec` at the setting nearest `target` bytes on `image`, timed (median encode and decode seconds over
-    up to `max_repeats` runs, fewer once they took `min_time_s`); `quality` is the vqcodec quality matched."""
-    setting, nbytes = nearest_setting(lambda s: len(codec.encode(image, s)), target)
-    enc: list[float] = []
-    dec: list[float] = []
-    while len(enc) < max_repeats and sum(enc) + sum(dec) < min_time_s:
-        t0 = time.perf_counter()
-        data = codec.encode(image, setting)
-        t1 = time.perf_counter()
-        codec.decode(data)
-        t2 = time.perf_counter()
-        enc.append(t1 - t0)
-        dec.append(t2 - t1)
-    width, height = image.size
-    return RivalTiming(codec=codec.name, width=width, height=height, quality=quality, setting=setting,
-                       bytes=nbytes, bpp=8.0 * nbytes / (width * height), encode_s=statistics.median(enc),
-                       decode_s=statistics.median(dec), repeats=len(enc))

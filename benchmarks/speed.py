@@ -34,6 +34,7 @@ from vqcodec import codec as vq
 from vqcodec.zoo import load_model, shipped_models
 
 from . import rivals
+from .codecs import Codec
 from .results import Memory, RivalTiming, Timing
 
 SIZES: tuple[tuple[int, int], ...] = ((768, 512), (4000, 3000))
@@ -64,21 +65,31 @@ def steps(sizes: Sequence[tuple[int, int]], qualities: Sequence[int]) -> int:
     return len(sizes) * len(qualities) + 2
 
 
-def _time(model_name: str, image: Image.Image, quality: int) -> tuple[bytes, float, float, int]:
-    """The .vqz bytes and the median compress and decompress seconds, with the repeat count."""
-    model = load_model(model_name)
-    comp: list[float] = []
-    decomp: list[float] = []
+def _median_times(encode: Callable[[], bytes], decode: Callable[[bytes], object]) -> tuple[bytes, float, float, int]:
+    """The encoded bytes and the median encode and decode seconds over up to `MAX_REPEATS` runs (fewer once
+    they took `MIN_TIME_S`), with the repeat count."""
+    enc: list[float] = []
+    dec: list[float] = []
     data = b""
-    while len(comp) < MAX_REPEATS and sum(comp) + sum(decomp) < MIN_TIME_S:
+    while len(enc) < MAX_REPEATS and sum(enc) + sum(dec) < MIN_TIME_S:
         t0 = time.perf_counter()
-        data = vq.compress(image, model, quality)
+        data = encode()
         t1 = time.perf_counter()
-        vq.decompress(data, model)
+        decode(data)
         t2 = time.perf_counter()
-        comp.append(t1 - t0)
-        decomp.append(t2 - t1)
-    return data, statistics.median(comp), statistics.median(decomp), len(comp)
+        enc.append(t1 - t0)
+        dec.append(t2 - t1)
+    return data, statistics.median(enc), statistics.median(dec), len(enc)
+
+
+def _time_rival(codec: Codec, image: Image.Image, quality: int, target: int) -> RivalTiming:
+    """`codec` timed on `image` at its setting whose file is nearest `target` bytes (vqcodec's at `quality`)."""
+    setting, nbytes = rivals.nearest_setting(lambda s: len(codec.encode(image, s)), target)
+    _, enc, dec, repeats = _median_times(partial(codec.encode, image, setting), codec.decode)
+    width, height = image.size
+    return RivalTiming(codec=codec.name, width=width, height=height, quality=quality, setting=setting,
+                       bytes=nbytes, bpp=8.0 * nbytes / (width * height), encode_s=enc, decode_s=dec,
+                       repeats=repeats)
 
 
 def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, threads: int) -> tuple[float, float]:
@@ -111,12 +122,13 @@ def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]
         image = speed_image(source, width, height)
         vq.decompress(vq.compress(image, model, min(qualities)), model)
         for q in qualities:
-            data, comp, decomp, repeats = _time(model_name, image, q)
+            data, comp, decomp, repeats = _median_times(partial(vq.compress, image, model, q),
+                                                        partial(vq.decompress, model=model))
             timings.append(Timing(width=width, height=height, quality=q, bytes=len(data),
                                   bpp=8.0 * len(data) / (width * height), compress_s=comp, decompress_s=decomp,
                                   repeats=repeats))
             if i == 0:
-                rival_timings += [rivals.time_rival(c, image, q, len(data), MIN_TIME_S, MAX_REPEATS) for c in others]
+                rival_timings += [_time_rival(c, image, q, len(data)) for c in others]
             on_step(f"speed vqcodec-{model_name} {width}x{height} q{q}")
     memory: list[Memory] = []
     with tempfile.TemporaryDirectory(prefix="vqcodec-bench-") as tmp:

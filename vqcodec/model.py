@@ -31,7 +31,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (64, 96, 128)
     decoder_channels: tuple[int, ...] = ()
     """The decoder's widths in the same order as `channels` (finest scale first); empty: `channels`, the
-    mirror. A narrower decoder decodes faster (`vqcodec.distill` trains one from a wider model's)."""
+    mirror. A narrower decoder decodes faster (`vqcodec.narrowing` starts one from a wider model's)."""
     res_blocks: int = 2
     latent_dim: int = 64
     codebook_size: int = 512
