@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from tests.conftest import TINY, noise_image
 from vqcodec import codec
-from vqcodec.train import TrainConfig, train
+from vqcodec.train import TrainConfig, load_checkpoint, train
 from vqcodec.zoo import load_model
 
 
@@ -111,6 +111,35 @@ def test_cli_trains_a_model_compress_can_use(folder: Path, tmp_path: Path) -> No
     result = subprocess.run([vqcodec, "decompress", str(img.with_suffix(".vqz")), "--model", str(out),
                              "-o", str(tmp_path / "y.png")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_stop_sent_to_the_whole_process_group_writes_a_checkpoint(folder: Path, tmp_path: Path) -> None:
+    """`pkill -f "vqcodec train"` or `kill -- -PGID` reaches the data workers too; they ignore it, and the
+    trainer checkpoints and exits 130 instead of failing on a dead worker."""
+    import os
+    import signal
+    import time
+
+    vqcodec = str(Path(sys.executable).with_name("vqcodec"))
+    out = tmp_path / "stopped.safetensors"
+    proc = subprocess.Popen([vqcodec, "train", "--data", str(folder), "--steps", "100000", "--pretrain-steps", "2",
+                             "--batch-size", "2", "--crop", "32", "--stages", "2", "--codebook-size", "16",
+                             "--latent-dim", "8", "--workers", "1", "--checkpoint-every", "100000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        for line in proc.stdout:  # the joint phase: the workers have been feeding crops for a while
+            if line.startswith("phase train") or time.time() > deadline:
+                break
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "checkpoint written" in stderr
+    assert load_checkpoint(out.with_suffix(".ckpt"))["step"] >= 2
 
 
 def test_cli_refuses_an_empty_folder(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from pytorch_msssim import ms_ssim
 from torch.utils.data import DataLoader
 
 from vqcodec import codec, pricing
-from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb
+from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb
 from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
@@ -143,7 +143,8 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     if on_step is not None:
         on_step({"event": "phase", "phase": "decoder", "step": step})
     sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
+                        pin_memory=device.type == "cuda")
     with sigterm_as_interrupt():
         try:
             for x in loader:

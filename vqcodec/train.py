@@ -42,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from vqcodec import pricing
-from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb, to_tensor
+from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb, to_tensor
 from vqcodec.effort import check_effort
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
@@ -539,7 +539,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     def loader(begin: int, stop: int, offset: int = 0) -> DataLoader:
         sampler = StepBatchSampler(begin, stop, cfg.batch_size, rank.rank, rank.world, offset)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
                           persistent_workers=False, pin_memory=device.type == "cuda")
 
     if cfg.resume is None and cfg.init is None:
