@@ -44,8 +44,9 @@ def quality_levels(model: CodecModel) -> tuple[tuple[int, float], ...]:
 
 
 def default_quality(model: CodecModel) -> int:
-    """The quality used when none is given: the middle of the model's qualities (5 of 10 for `default`)."""
-    return (len(quality_levels(model)) + 1) // 2
+    """The quality used when none is given: the model's `default_quality` if it names one, else the middle
+    of its qualities (5 of 10 for a model of 8 stages with rate weights)."""
+    return model.config.default_quality or (len(quality_levels(model)) + 1) // 2
 
 
 def _integer(value: object) -> int | None:

@@ -39,6 +39,9 @@ class ModelConfig:
     beta: float = 0.25
     ema_decay: float = 0.99
     description: str = ""
+    default_quality: int = 0
+    """The quality `compress` uses when none is given; 0: the middle one (`codec.default_quality`). A model
+    extended with more stages (`vqcodec.stage_extension`) keeps the default of the model it grew from."""
 
     @property
     def stride(self) -> int:
@@ -57,13 +60,18 @@ class ModelConfig:
         if any(c < 1 for c in self.channels) or any(c < 1 for c in self.decoder_channels):
             raise ValueError(f"channel widths must be positive, got channels={self.channels}, "
                              f"decoder_channels={self.decoder_channels}")
+        if not 0 <= self.default_quality <= self.num_stages:
+            raise ValueError(f"default_quality must be 0 (the middle) or a stage count 1..{self.num_stages}, "
+                             f"got {self.default_quality}")
 
     def to_json(self) -> str:
-        """The config as JSON; a mirrored decoder leaves `decoder_channels` out, as files written before
-        the field existed have it."""
+        """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
+        `default_quality`, as files written before those fields existed have them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
+        if not self.default_quality:
+            del fields["default_quality"]
         return json.dumps(fields, sort_keys=True)
 
     @classmethod
