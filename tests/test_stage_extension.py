@@ -116,6 +116,14 @@ def test_add_stages_refuses_too_few_stages_and_an_existing_output(tmp_path: Path
     assert (tmp_path / "m.safetensors").read_bytes() == b"keep"
 
 
+def test_only_a_context_prior_model_is_extended(tiny_model, photos: Path) -> None:
+    from vqcodec.data import find_images
+    from vqcodec.stage_extension import extend_stages
+
+    with pytest.raises(vqcodec.ArgumentError, match="context prior"):
+        extend_stages(tiny_model, find_images(photos), 4)
+
+
 def test_default_quality_in_the_config() -> None:
     assert "default_quality" not in json.loads(TINY.to_json())
     config = ModelConfig(num_stages=4, default_quality=2)

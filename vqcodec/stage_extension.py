@@ -126,10 +126,7 @@ def longer_net(model: CodecModel, codebooks: list[torch.Tensor]) -> VQVAE:
     config = model.config
     net = VQVAE(replace(config, num_stages=config.num_stages + len(codebooks),
                         default_quality=codec.default_quality(model)))
-    missing, unexpected = net.load_state_dict(model.net.state_dict(), strict=False)
-    if unexpected or any(not key.startswith(f"quantizer.stages.{s}.") for key in missing
-                         for s in [int(key.split(".")[2])] if s >= config.num_stages):
-        raise RuntimeError("the longer network does not hold the model's weights")
+    net.load_state_dict(model.net.state_dict(), strict=False)  # all but the new stages, set next
     for stage, codebook in zip(net.quantizer.stages[config.num_stages :], codebooks):
         stage.set_codebook(codebook)
     return net.eval()
@@ -146,10 +143,10 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
     old = model.config.num_stages
     if not isinstance(stages, int) or isinstance(stages, bool) or not old < stages <= 255:
         raise ArgumentError(f"stages must be more than the model's {old} (at most 255), got {stages!r}")
+    if not isinstance(model.prior, ContextPrior):
+        raise ArgumentError(f"stages can be added to a model with a count context prior, not a {type(model.prior).__name__}")
     if not np.isfinite(weight) or weight < 0:
         raise ArgumentError(f"the new stages' rate weight must be a number >= 0, got {weight!r}")
-    if not model.rate_weights.any() and weight > 0:
-        raise ArgumentError("the model codes greedily (no rate weights): extend it with --rate-weight 0")
     event = on_event or (lambda _: None)
     k, groups = model.config.codebook_size, model.prior.counts.shape[1] - 1
 
