@@ -38,6 +38,8 @@ class Codec:
     encode: Callable[[Image.Image, int], bytes]
     decode: Callable[[bytes], Image.Image]
     identity: dict[str, Any] = field(default_factory=dict)
+    default_setting: int | None = None
+    """The setting a user gets without choosing one (vqcodec: the model's default quality); None: no default."""
 
     def quick_settings(self) -> tuple[int, ...]:
         """Three settings for a smoke test: the lowest, the middle and the highest quality."""
@@ -116,7 +118,7 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level,
                 "vqz_format": container.VERSION}
     qualities = tuple(range(1, len(vq.quality_levels(loaded)) + 1))
-    return Codec(name, description, "quality", qualities, encode, decode, identity)
+    return Codec(name, description, "quality", qualities, encode, decode, identity, vq.default_quality(loaded))
 
 
 def registry(threads: int = 1, model_files: dict[str, str] | None = None) -> dict[str, Callable[[], Codec]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from vqcodec.safe_io import write_atomic
 
 from .bdrate import BDRate, bd_rate
 from .metrics import ms_ssim_db
-from .results import CodecResult, SpeedResult
+from .results import CodecResult, SettingResult, SpeedResult
 
 ANCHORS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
 """The codecs every other codec's BD-rate is measured against, and their names in the report."""
@@ -36,6 +36,8 @@ class RunSummary:
     environment: dict[str, Any]
     elapsed_s: float
     cached: list[str]
+    defaults: dict[str, int] = field(default_factory=dict)
+    """Each codec's default setting by name, where it has one (the vqcodec models' default qualities)."""
 
 
 def _curve(result: CodecResult, metric: str) -> tuple[list[float], list[float]]:
@@ -94,15 +96,16 @@ def _bd_section(results: Sequence[CodecResult]) -> list[str]:
     return lines + [""]
 
 
-def _variants_section(results: Sequence[CodecResult]) -> list[str]:
-    """vqcodec's codecs against each other: BD-rate (PSNR) and mean times at every quality they share."""
+def _variants_section(results: Sequence[CodecResult], defaults: dict[str, int]) -> list[str]:
+    """vqcodec's codecs against each other: BD-rate (PSNR), and mean times at each one's default quality."""
     vq = [r for r in results if r.name.startswith("vqcodec-")]
     if len(vq) < 2:
         return []
     lines = ["## vqcodec against vqcodec", "",
              "Every vqcodec codec of this run (shipped models, encoder effort levels, model files given with "
              "`--model-file`) against each other: BD-rate in PSNR (row against column), then the mean encode "
-             "and decode time per Kodak image at the middle quality, and their ratio to the first column's codec.", "",
+             "and decode time per Kodak image at each codec's default quality (the middle one where none is known), "
+             "and their ratio to the first column's codec's.", "",
              "| codec | " + " | ".join(f"vs {a.name}" for a in vq) + " |", "|---" * (1 + len(vq)) + "|"]
     for r in vq:
         cells = []
@@ -115,17 +118,17 @@ def _variants_section(results: Sequence[CodecResult]) -> list[str]:
             except ValueError as exc:
                 cells.append(_cell(str(exc)))
         lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
-    first = vq[0]
-    middle = first.settings[len(first.settings) // 2].setting
-    base = {s.setting: s for s in first.settings}
-    lines += ["", f"| codec | quality | encode (ms) | decode (ms) | encode / {first.name} | decode / {first.name} |",
+    def at_default(r: CodecResult) -> SettingResult:
+        by_setting = {s.setting: s for s in r.settings}
+        return by_setting.get(defaults.get(r.name), r.settings[len(r.settings) // 2])
+
+    b = at_default(vq[0])
+    lines += ["", f"| codec | quality | encode (ms) | decode (ms) | encode / {vq[0].name} | decode / {vq[0].name} |",
               "|---|---:|---:|---:|---:|---:|"]
     for r in vq:
-        for s in r.settings:
-            if s.setting == middle and middle in base:
-                b = base[middle]
-                lines.append(f"| {r.name} | {s.setting} | {1000 * s.encode_s:.0f} | {1000 * s.decode_s:.0f} "
-                             f"| {s.encode_s / b.encode_s:.2f} | {s.decode_s / b.decode_s:.2f} |")
+        s = at_default(r)
+        lines.append(f"| {r.name} | {s.setting} | {1000 * s.encode_s:.0f} | {1000 * s.decode_s:.0f} "
+                     f"| {s.encode_s / b.encode_s:.2f} | {s.decode_s / b.decode_s:.2f} |")
     return lines + [""]
 
 
@@ -209,7 +212,7 @@ def write_report(path: Path, results: Sequence[CodecResult], speed: Sequence[Spe
              ""]
     for r in results:
         lines += _codec_table(r)
-    lines += (_bd_section(results) + _variants_section(results) + _speed_section(speed)
+    lines += (_bd_section(results) + _variants_section(results, summary.defaults) + _speed_section(speed)
               + _run_section(results, speed, summary))
     text = "\n".join(lines)
     write_atomic(path, lambda f: f.write(text.encode()), overwrite=True)

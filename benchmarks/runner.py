@@ -213,6 +213,7 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
     ordered_speed = [found_speed[c.name] for c in codecs if c.name in found_speed]
     elapsed = time.perf_counter() - started
     summary = RunSummary(data=config.data, images=[im.name for im in images], quick=config.quick,
-                         threads=config.threads, environment=environment, elapsed_s=elapsed, cached=cached_names)
+                         threads=config.threads, environment=environment, elapsed_s=elapsed, cached=cached_names,
+                         defaults={c.name: c.default_setting for c in codecs if c.default_setting is not None})
     files = [write_report(config.out / "report.md", ordered, ordered_speed, summary), *plot_rd(config.out, ordered)]
     return BenchOutcome(results=ordered, speed=ordered_speed, cached=cached_names, files=files, elapsed_s=elapsed)

@@ -179,3 +179,25 @@ def test_stage_bits_match_the_streams_compress_writes(default_model, kodak_crop,
         assert bits.context[s] / 8 <= stored + 1 and stored <= bits.context[s] / 8 * 1.02 + 8
     assert bits.context.sum() < bits.marginal.sum() and bits.cells == 12 * 16
     assert "| all |" in stage_bits.table(bits, default_model.config.codebook_size)
+
+
+def test_vqcodec_variants_are_timed_at_each_models_default_quality() -> None:
+    """A model with more qualities (a longer one from `add-stages`) keeps its default: the times compared are
+    at each codec's default quality, not at the middle of its list."""
+    from benchmarks.report import _variants_section
+    from benchmarks.results import CodecResult, SettingResult
+
+    def result(name: str, qualities: int) -> CodecResult:
+        settings = [SettingResult(setting=q, bpp=0.1 * q, psnr=25.0 + q, ms_ssim=0.9 + 0.001 * q,
+                                  encode_s=0.01 * q, decode_s=0.02 * q) for q in range(1, qualities + 1)]
+        return CodecResult(name=name, description="", setting_name="quality", threads=1, key={}, settings=settings,
+                           rows=[], elapsed_s=0.0, environment={})
+
+    lines = _variants_section([result("vqcodec-long", 9), result("vqcodec-short", 5)],
+                              {"vqcodec-long": 3, "vqcodec-short": 3})
+    rows = [line for line in lines if line.startswith("| vqcodec-") and " ms" not in line and "%" not in line]
+    assert rows == ["| vqcodec-long | 3 | 30 | 60 | 1.00 | 1.00 |", "| vqcodec-short | 3 | 30 | 60 | 1.00 | 1.00 |"]
+    no_defaults = [line for line in _variants_section([result("vqcodec-long", 9), result("vqcodec-short", 5)], {})
+                   if line.startswith("| vqcodec-") and "%" not in line]
+    assert no_defaults[-2:] == ["| vqcodec-long | 5 | 50 | 100 | 1.00 | 1.00 |",
+                                "| vqcodec-short | 3 | 30 | 60 | 0.60 | 0.60 |"]
