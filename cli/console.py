@@ -17,6 +17,15 @@ from vqcodec.errors import VqcodecWarning
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
+PLAIN_LINE_SECONDS = 60.0
+"""Off a terminal, long work prints a progress line at least this often."""
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as H:MM:SS."""
+    minutes, s = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
+
 _python_showwarning = warnings.showwarning
 
 

@@ -16,22 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
 
-from .console import console, err_console
+from .console import PLAIN_LINE_SECONDS, clock, console, err_console
 
 if TYPE_CHECKING:
     from vqcodec.train import TrainConfig
 
 PLAIN_LINES_PER_RUN = 100
 """Step lines a plain log gets over a run (plus phases, validations and the last step)."""
-PLAIN_LINE_SECONDS = 60.0
-"""A plain log gets a line at least this often while steps or prior images go on."""
-
-
-def _clock(seconds: float) -> str:
-    minutes, s = divmod(int(seconds), 60)
-    return f"{minutes // 60}:{minutes % 60:02d}:{s:02d}"
-
-
 def _step_info(m: dict[str, Any]) -> str:
     info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
     if "perplexity" in m:
@@ -81,7 +72,7 @@ class PlainProgress:
 
     def _print(self, line: str) -> None:
         self.last = time.monotonic()
-        print(f"{line} elapsed {_clock(self.last - self.start)}", file=self.out, flush=True)
+        print(f"{line} elapsed {clock(self.last - self.start)}", file=self.out, flush=True)
 
     def __call__(self, m: dict[str, Any]) -> None:
         late = time.monotonic() - self.last >= PLAIN_LINE_SECONDS

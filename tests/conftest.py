@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,17 @@ def synthetic_image(mode: str = "RGB", size: tuple[int, int] = (64, 48), seed: i
     if mode in ("RGBA", "LA"):
         im.putalpha(Image.fromarray((x * 4 % 256).astype(np.uint8), "L"))
     return im.convert(mode)
+
+
+def write_photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
+    """`count` synthetic photos (`synthetic_image`, seeds 0..count-1) saved as PNG into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        synthetic_image(size=size, seed=i).save(folder / f"p{i}.png")
+    return folder
+
+
+def run_cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    """`vqcodec ARGS...` in a fresh Python process, output captured."""
+    return subprocess.run([sys.executable, "-c", "from vqcodec.cli.main import main; main()", *args],
+                          capture_output=True, text=True, timeout=300)

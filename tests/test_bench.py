@@ -32,10 +32,24 @@ def bench(out: Path, *extra: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench")
-    bench(out, "--threads", "1")
-    return out
+    return out, bench(out, "--threads", "1")
+
+
+@pytest.fixture(scope="module")
+def quick(quick_run: tuple[Path, str]) -> Path:
+    return quick_run[0]
+
+
+@needs_kodak
+def test_progress_off_a_terminal_is_plain_lines(quick_run: tuple[Path, str]) -> None:
+    """In a log file or CI the bench says how far it is in plain lines, first and last step included."""
+    lines = quick_run[1].splitlines()
+    total = int(next(line for line in lines if line.startswith("bench: ")).split()[1])
+    steps = [line for line in lines if line.startswith("bench ")]
+    assert steps[0].startswith("bench 1/") and steps[-1].startswith(f"bench {total}/{total} ")
+    assert all(" elapsed " in line for line in steps) and "━" not in quick_run[1]
 
 
 @needs_kodak

@@ -17,7 +17,7 @@ from vqcodec.model import VQVAE
 from vqcodec.quantizer import ResidualVQ
 from vqcodec.zoo import load_model, save_model
 
-from tests.conftest import TINY, synthetic_image
+from tests.conftest import TINY, run_cli, synthetic_image
 
 
 def context_prior(seed: int = 0) -> ContextPrior:
@@ -147,14 +147,6 @@ def test_priced_greedy_coding_keeps_prefixes_equal_to_direct_encodes(priced_mode
                                       decompress_indices(vqcodec.compress(image, model, q, effort=0), model)[2])
 
 
-def _run_cli(*args: str):
-    import subprocess
-    import sys
-
-    return subprocess.run([sys.executable, "-c", "from vqcodec.cli.main import main; main()", *args],
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_path: Path) -> None:
     """`vqcodec fit-prior --rate-weights`: a context prior counted in rounds, with the weights in the file."""
     data = tmp_path / "photos"
@@ -162,7 +154,7 @@ def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_
     for i in range(3):
         synthetic_image(size=(64, 48), seed=i).save(data / f"p{i}.png")
     out = tmp_path / "priced.safetensors"
-    done = _run_cli("fit-prior", str(tiny_model_path), "--data", str(data), "--out", str(out),
+    done = run_cli("fit-prior", str(tiny_model_path), "--data", str(data), "--out", str(out),
                     "--rate-weights", "0.05,0.1", "--rounds", "2", "--views", "2")
     assert done.returncode == 0, done.stderr
     assert "counts: done 6/6" in done.stderr
@@ -175,7 +167,7 @@ def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_
 
 @pytest.mark.parametrize("weights", ["0.1,0.2,0.3", "-1", "abc"])
 def test_fit_prior_refuses_bad_rate_weights_in_one_line(tmp_path: Path, tiny_model_path: Path, weights: str) -> None:
-    done = _run_cli("fit-prior", str(tiny_model_path), "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"),
+    done = run_cli("fit-prior", str(tiny_model_path), "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"),
                     "--rate-weights", weights)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "--rate-weights" in done.stderr
@@ -218,6 +210,6 @@ def test_tokens_at_a_top_quality_are_the_grids_compress_writes(priced_model_path
 
 
 def test_train_refuses_bad_rate_weights_in_one_line(tmp_path: Path) -> None:
-    done = _run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--rate-weights", "1,2")
+    done = run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"), "--rate-weights", "1,2")
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "rate weight" in done.stderr

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,20 +16,12 @@ from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.stage_extension import fit_stage
 from vqcodec.zoo import load_model, save_model
 
-from tests.conftest import TINY, synthetic_image
-
-
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from vqcodec.cli.main import main; main()", *args],
-                          capture_output=True, text=True, timeout=300)
+from tests.conftest import TINY, run_cli, synthetic_image, write_photos
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(3):
-        synthetic_image(size=(64, 48), seed=i).save(folder / f"p{i}.png")
-    return folder
+    return write_photos(tmp_path_factory.mktemp("photos"), 3, (64, 48))
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +39,7 @@ def priced_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def extended(tmp_path_factory: pytest.TempPathFactory, priced_path: Path, photos: Path) -> Path:
     out = tmp_path_factory.mktemp("extended") / "longer.safetensors"
-    done = _run_cli("add-stages", str(priced_path), "--data", str(photos), "--stages", "5", "--out", str(out),
+    done = run_cli("add-stages", str(priced_path), "--data", str(photos), "--stages", "5", "--out", str(out),
                     "--rate-weight", "0.001", "--views", "2", "--count-views", "2", "--rounds", "2")
     assert done.returncode == 0, done.stderr
     assert "stage: stage 5" in done.stderr and "counts: done 3/3" in done.stderr
@@ -105,12 +95,12 @@ def test_priced_codebooks_spend_fewer_bits_than_plain_kmeans() -> None:
 
 def test_add_stages_refuses_too_few_stages_and_an_existing_output(tmp_path: Path, priced_path: Path,
                                                                   photos: Path) -> None:
-    done = _run_cli("add-stages", str(priced_path), "--data", str(photos), "--stages", "3",
+    done = run_cli("add-stages", str(priced_path), "--data", str(photos), "--stages", "3",
                     "--out", str(tmp_path / "m.safetensors"))
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1
     assert "more than the model's 3" in done.stderr
     (tmp_path / "m.safetensors").write_bytes(b"keep")
-    done = _run_cli("add-stages", str(priced_path), "--data", str(photos), "--stages", "4",
+    done = run_cli("add-stages", str(priced_path), "--data", str(photos), "--stages", "4",
                     "--out", str(tmp_path / "m.safetensors"))
     assert done.returncode == 1 and "exists" in done.stderr
     assert (tmp_path / "m.safetensors").read_bytes() == b"keep"
