@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY, noise_image, synthetic_image
+from tests.conftest import TINY, noise_image, synthetic_image, write_photos
 from tests.test_cli import run
 from vqcodec import codec, container, registry
 from vqcodec.decoder_tuning import CompressCodes, quality_at
@@ -24,10 +24,7 @@ from vqcodec.zoo import load_model, save_model
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        synthetic_image(size=(48, 40), seed=i).save(root / f"p{i}.png")
-    return root
+    return write_photos(tmp_path_factory.mktemp("photos"), 4, (48, 40))
 
 
 @pytest.fixture(scope="module")
@@ -221,15 +218,15 @@ def test_shipped_lookup_prefers_the_model_itself_then_default_then_the_nearest_f
     assert registry.find_shipped(start.fingerprint) == ["start"]
     assert registry.describe(start.fingerprint) == f"start ({start.fingerprint[:4].hex()})"
     shipped({"default": tuned_path})
-    assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its decoder fine-tune 'default')"
+    assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its descendant 'default')"
 
 
-@pytest.mark.parametrize("short_id", [1, 2, 4])
+@pytest.mark.parametrize("short_id", [1, 2, 4, 5])
 def test_files_of_the_replaced_default_decode_with_the_shipped_fine_tune(kodak_crop, short_id: int) -> None:
-    """Short ids 1, 2 and 4 name earlier `default`s (before its decoder was fine-tuned, after the first
-    fine-tune, after the second); those models no longer ship, but their codebooks and prior do, in
-    today's `default` (a narrower decoder trained on id 4's codes), which reads their files (`perceptual`,
-    a fine-tune of id 2 too, is as near for ids 1 and 2; `default` goes first)."""
+    """Short ids 1, 2, 4 and 5 name earlier `default`s (before its decoder was fine-tuned, after the first
+    fine-tune, after the second, with the narrower decoder); those models no longer ship, but their
+    codebooks and prior do, in today's `default` (id 5 with twelve more stages), which reads their files
+    (`perceptual`, a fine-tune of id 2 too, is as near for ids 1 and 2; `default` goes first)."""
     first = container.SHIPPED_MODELS[short_id]
     default = load_model("default")
     assert first in default.decodes and registry.find_shipped(first) == ["default"]
@@ -238,4 +235,4 @@ def test_files_of_the_replaced_default_decode_with_the_shipped_fine_tune(kodak_c
     old = container.pack(container.VqzFile(replace(f.header, model_id=first), f.streams, f.alpha))
     assert container.read_header(old).model_id == first and len(old) == len(data)
     assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
-    assert registry.describe(first) == f"{first[:4].hex()} (read by its decoder fine-tune 'default')"
+    assert registry.describe(first) == f"{first[:4].hex()} (read by its descendant 'default')"

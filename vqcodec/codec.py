@@ -245,7 +245,7 @@ def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
 
     The file pins its model's fingerprint (all of it for a shipped model's short id, else the
     first 4 bytes); the model's full fingerprint is recomputed from its weights when it is loaded.
-    A decoder fine-tune of that model reads the file too (`CodecModel.decodes`).
+    A model built on that one (a decoder fine-tune, or stages added) reads the file too (`CodecModel.decodes`).
     """
     if model is None:
         names = find_shipped(header.model_id)

@@ -9,7 +9,7 @@ After `import vqcodec`:
 
 `Image.open` recognises the file by its magic bytes, whatever its name; `save`
 picks the format from the `.vqz` extension (or `format="VQZ"`). Saving takes the
-keyword arguments `quality` (1 to the model's top quality, see `codec.quality_levels`; default the middle one) or
+keyword arguments `quality` (1 to the model's top quality, see `codec.quality_levels`; default the model's default, `codec.default_quality`) or
 `target_bpp` (bits per pixel to aim for, as `vqcodec compress --target-bpp`), and
 `model` (a shipped model's name, a model file path or a loaded `CodecModel`;
 default the default model). Decoding uses the model the file names, which must be

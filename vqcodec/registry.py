@@ -7,7 +7,8 @@ start of the file), so finding the model a file needs, or naming it in `vqcodec
 info`, reads a few kilobytes per shipped model. Loading a model (`vqcodec.zoo`)
 recomputes the full fingerprint from the weights and refuses a mismatch.
 
-A decoder fine-tune of a model (`vqcodec.decoder_tuning`) lists its ancestors' fingerprints in its
+A model built on another one without changing its streams (a decoder fine-tune, `vqcodec.decoder_tuning`,
+or a model with stages added, `vqcodec.stage_extension`) lists its ancestors' fingerprints in its
 metadata (`decodes`): a file that names an ancestor no longer shipped decodes with it.
 """
 
@@ -22,7 +23,7 @@ from vqcodec.container import MODEL_ID_BYTES
 from vqcodec.errors import ModelError
 
 DECODES_KEY = "decodes"
-"""Model-file metadata key of a decoder fine-tune's lineage: its ancestors' fingerprints, nearest first."""
+"""Model-file metadata key of a model's lineage: the fingerprints of the ancestors whose streams it reads, nearest first."""
 PREFERRED = "default"
 """Of several shipped fine-tunes equally near a file's model, the one that decodes it."""
 MAX_METADATA = 1 << 24
@@ -91,16 +92,16 @@ def _nearest(model_id: bytes) -> tuple[int, list[str]]:
 
 def find_shipped(model_id: bytes) -> list[str]:
     """Names of the shipped models that read data naming `model_id` (a fingerprint or its first bytes): the
-    model itself, else `default` when it reads it, else its nearest decoder fine-tunes. Normally one or
+    model itself, else `default` when it reads it, else its nearest descendants. Normally one or
     none; several only when equally near, which the caller must settle."""
     return _nearest(model_id)[1]
 
 
 def describe(model_id: bytes) -> str:
-    """A model id as people read it: the shipped model's name and the id in hex, the id and the fine-tune
+    """A model id as people read it: the shipped model's name and the id in hex, the id and the descendant
     that reads it when the model itself is not installed, or the id alone."""
     depth, names = _nearest(model_id)
     shown = model_id[:MODEL_ID_BYTES].hex()
     if len(names) != 1:
         return shown
-    return f"{names[0]} ({shown})" if depth == 0 else f"{shown} (read by its decoder fine-tune '{names[0]}')"
+    return f"{names[0]} ({shown})" if depth == 0 else f"{shown} (read by its descendant '{names[0]}')"

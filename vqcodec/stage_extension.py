@@ -1,9 +1,9 @@
 """More residual stages for a trained model: higher qualities without retraining, old files still read.
 
 A model's rate/distortion curve ends where its stages end: `default`'s eight stages stopped at
-0.73 bpp on Kodak, and its top qualities only priced the same stages' bits less. The residual the
-last stage leaves is still far from the autoencoder's own error (about 31 dB against a 35 dB
-ceiling on BSDS500 val), so further stages keep paying.
+0.73 bpp on Kodak, and its top qualities only priced the same stages' bits less. What the eight
+stages leave is still far from the autoencoder's own error (about 30 dB against a
+35 dB ceiling without quantization, on BSDS500 val), so further stages keep paying.
 
 `extend_stages` appends stages after the last one. Each new codebook is fitted to the residual
 latents the model leaves on training photos, as `compress` codes them (with the model's rate

@@ -60,7 +60,8 @@ class CodecModel:
     fingerprint: bytes
     rate_weights: np.ndarray
     decodes: tuple[bytes, ...] = ()
-    """Fingerprints of the models whose streams this one reads too (decoder fine-tunes of them), nearest first."""
+    """Fingerprints of the models whose streams this one reads too (it is their decoder fine-tune or has stages
+    added after theirs), nearest first."""
 
     def reads(self, model_id: bytes) -> bool:
         """Whether data naming `model_id` (a fingerprint or its first bytes) is this model's or an ancestor's."""
@@ -125,7 +126,8 @@ def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
                rate_weights: np.ndarray | None = None, decodes: tuple[bytes, ...] = ()) -> bytes:
     """Write a model file atomically; returns its fingerprint. `rate_weights` (one per stage, default
     all zero) are the rate-aware coding weights the prior was counted under; `decodes` the fingerprints
-    of the models whose streams this one reads too (only for a decoder fine-tune of them)."""
+    of the models whose streams this one reads too (only for a decoder fine-tune of them or a model with
+    stages added after theirs)."""
     if prior.num_stages != net.config.num_stages or prior.counts.shape[-1] != net.config.codebook_size:
         raise ValueError("prior shape does not match the model's stages and codebook size")
     if rate_weights is not None:
