@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .console import PLAIN_LINE_SECONDS, clock, console, err_console
+from .console import PlainLines, console, err_console
 
 PLAIN_LINES_PER_RUN = 50
 """Off a terminal (a log file, CI), the bench prints about this many progress lines a run, plus one a minute."""
@@ -55,24 +54,20 @@ def bench(
                          model_files=files)
     columns = [TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn()]
-    plain = not err_console.is_terminal
-    started = last = time.monotonic()
-    with Progress(*columns, console=err_console, transient=False, disable=plain) as progress:
+    plain = PlainLines(PLAIN_LINES_PER_RUN) if not err_console.is_terminal else None
+    with Progress(*columns, console=err_console, transient=False, disable=plain is not None) as progress:
         tasks: list[TaskID] = []
 
         def on_start(total: int) -> None:
             tasks.append(progress.add_task("bench", total=total, info="" if total else "all results cached"))
-            if plain:
+            if plain is not None:
                 print(f"bench: {total} steps" if total else "bench: all results cached", file=sys.stderr, flush=True)
 
         def on_step(label: str) -> None:
-            nonlocal last
             progress.update(tasks[0], advance=1, info=label)
             done, total = int(progress.tasks[0].completed), int(progress.tasks[0].total or 0)
-            if plain and (done in (1, total) or done % max(1, total // PLAIN_LINES_PER_RUN) == 0
-                          or time.monotonic() - last >= PLAIN_LINE_SECONDS):
-                last = time.monotonic()
-                print(f"bench {done}/{total} {label} elapsed {clock(last - started)}", file=sys.stderr, flush=True)
+            if plain is not None and plain.due(done, total):
+                print(f"bench {done}/{total} {label} elapsed {plain.elapsed()}", file=sys.stderr, flush=True)
 
         outcome = run_benchmark(config, on_start=on_start, on_step=on_step)
     for path in outcome.files:

@@ -10,7 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
-from .console import err_console
+from .console import PlainLines, err_console
+
+PLAIN_LINES_PER_PHASE = 10
+"""Progress lines while the residuals are computed and while the tables are counted (plus one a minute)."""
 
 
 def add_stages(
@@ -56,12 +59,15 @@ def add_stages(
     if not files:
         raise DataError(f"{data}: no readable images")
     start = time.time()
+    lines = PlainLines(PLAIN_LINES_PER_PHASE)
 
     def say(event: dict[str, Any]) -> None:
-        done = event.get("done", "")
-        if done and int(done.split("/")[0]) % 20 and done.split("/")[0] != done.split("/")[1]:
-            return
-        fields = " ".join(f"{k} {v}" for k, v in event.items() if k != "phase")
+        if "done" in event:
+            if not lines.due(event["done"], event["total"]):
+                return
+            fields = f"done {event['done']}/{event['total']}"
+        else:
+            fields = " ".join(f"{k} {v}" for k, v in event.items() if k != "phase")
         err_console.print(f"[{time.time() - start:7.0f}s] {event['phase']}: {fields}", markup=False, highlight=False)
         sys.stderr.flush()
 

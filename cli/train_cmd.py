@@ -7,7 +7,6 @@ a job scheduler) it is also written there as plain lines, so the log shows the r
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
@@ -16,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
 
-from .console import PLAIN_LINE_SECONDS, clock, console, err_console
+from .console import PlainLines, console, err_console
 
 if TYPE_CHECKING:
     from vqcodec.train import TrainConfig
@@ -67,15 +66,14 @@ class PlainProgress:
 
     def __init__(self, cfg: TrainConfig, out: TextIO) -> None:
         self.cfg, self.out = cfg, out
-        self.start = self.last = time.monotonic()
-        self.every = max(1, cfg.steps // PLAIN_LINES_PER_RUN)
+        self.lines = PlainLines(PLAIN_LINES_PER_RUN)
 
     def _print(self, line: str) -> None:
-        self.last = time.monotonic()
-        print(f"{line} elapsed {clock(self.last - self.start)}", file=self.out, flush=True)
+        self.lines.printed()
+        print(f"{line} elapsed {self.lines.elapsed()}", file=self.out, flush=True)
 
     def __call__(self, m: dict[str, Any]) -> None:
-        late = time.monotonic() - self.last >= PLAIN_LINE_SECONDS
+        late = self.lines.late()
         event = m.get("event")
         if event == "phase":
             self._print(f"phase {m['phase']}: {_phase_text(m, self.cfg)}")
@@ -85,7 +83,7 @@ class PlainProgress:
                 self._print(f"prior image {i}/{n}")
         elif event is None:
             step = m["step"]
-            if late or step == 1 or step % self.every == 0 or step == self.cfg.steps or "val_psnr" in m:
+            if self.lines.due(step, self.cfg.steps) or "val_psnr" in m:
                 phase = "decoder" if self.cfg.decoder_only else "train" if m["stages"] else "pretrain"
                 self._print(f"step {step}/{self.cfg.steps} phase {phase} {_step_info(m)}")
 

@@ -138,7 +138,8 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
 
     The new codebooks are fitted on `views` views of each file, their rate weight is `weight` (0:
     nearest code), and their prior tables are counted over `count_views` views under the fitted prices.
-    `on_event` receives progress dicts with a "phase" key (residuals, stage, counts).
+    `on_event` receives progress dicts with a "phase" key: residuals and counts with "done" and "total" images,
+    stage with each new stage's figures.
     """
     old = model.config.num_stages
     if not isinstance(stages, int) or isinstance(stages, bool) or not old < stages <= 255:
@@ -151,7 +152,7 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
     k, groups = model.config.codebook_size, model.prior.counts.shape[1] - 1
 
     def on_image(i: int) -> None:
-        event({"phase": "residuals", "done": f"{i}/{len(files)}"})
+        event({"phase": "residuals", "done": i, "total": len(files)})
 
     rows, given = residuals(model, files, views, on_image)
     report: dict[str, Any] = {"rows": int(rows.shape[0]), "new_stages": []}
@@ -170,7 +171,7 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
     fitted = with_tables(model.prior, np.stack(pairs), seed)
 
     def counted(i: int) -> None:
-        event({"phase": "counts", "done": f"{i}/{len(files)}"})
+        event({"phase": "counts", "done": i, "total": len(files)})
 
     _, all_pairs = index_statistics(net, files, torch.device("cpu"), count_views, counted, fitted, weights)
     prior = with_tables(model.prior, all_pairs[old:], seed)
