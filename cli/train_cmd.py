@@ -47,7 +47,9 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
     if phase == "train":
         return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
     if phase == "decoder":
-        return (f"steps {step + 1}-{cfg.steps}, the decoder alone ({cfg.loss} loss) on the codes compress writes "
+        which = (f"a second decoder for qualities {cfg.top_decoder_from} and up" if cfg.top_decoder_from
+                 else "the decoder alone")
+        return (f"steps {step + 1}-{cfg.steps}, {which} ({cfg.loss} loss) on the codes compress writes "
                 f"at a random quality, effort {cfg.effort}; encoder, codebooks and prior stay {cfg.init}'s")
     views = m["views"]
     why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
@@ -144,6 +146,13 @@ def train(
         min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
              f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {DEFAULT_EFFORT}).",
         show_default=False)] = None,
+    top_decoder_from: Annotated[int, typer.Option(
+        help="With --decoder-only: train a second decoder for qualities N and up (files of N or more stages) and "
+             "keep --init's decoder for the qualities below, so the top gains without costing the low qualities. "
+             "0: one decoder for all.")] = 0,
+    decoder_from: Annotated[Optional[Path], typer.Option(
+        help="With --decoder-only: start the trained decoder from this model's (e.g. an earlier fine-tune of "
+             "--init) instead of --init's.")] = None,
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
@@ -170,7 +179,8 @@ def train(
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
                           seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
-                          decoder_only=decoder_only, loss=loss, effort=effort)
+                          decoder_only=decoder_only, loss=loss, effort=effort, top_decoder_from=top_decoder_from,
+                          decoder_from=decoder_from)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)

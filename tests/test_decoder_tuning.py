@@ -236,3 +236,15 @@ def test_files_of_the_replaced_default_decode_with_the_shipped_fine_tune(kodak_c
     assert container.read_header(old).model_id == first and len(old) == len(data)
     assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
     assert registry.describe(first) == f"{first[:4].hex()} (read by its descendant 'default')"
+
+
+def test_files_of_perceptual_id_3_decode_the_same_with_its_repackaging(kodak_crop) -> None:
+    """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state): the same weights,
+    so id 3's files decode to the same pixels."""
+    old_id, perceptual = container.SHIPPED_MODELS[3], load_model("perceptual")
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[7] and perceptual.decodes[0] == old_id
+    data = codec.compress(kodak_crop, perceptual, 4)
+    f = container.unpack(data)
+    old = container.pack(container.VqzFile(replace(f.header, model_id=old_id), f.streams, f.alpha))
+    assert registry.find_shipped(old_id) == ["perceptual"]
+    assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()

@@ -56,3 +56,54 @@ def test_shipped_models_have_cards_and_stay_within_30_mb() -> None:
         assert card.startswith(f"# Model card: `{path.stem}`"), path
         for part in ("## Exact commands", "## Training data", "## Results on Kodak"):
             assert part in card, (path.stem, part)
+
+
+def _trained_ema(tiny_model) -> torch.nn.Module:
+    """A copy of the tiny model's network whose codebooks took EMA steps (counts no longer all one)."""
+    import copy
+
+    net = copy.deepcopy(tiny_model.net).train()
+    torch.manual_seed(3)
+    for stage in net.quantizer.stages:
+        stage(torch.randn(200, stage.dim) * 0.2)
+    return net.eval()
+
+
+def test_model_files_leave_the_ema_sums_out_and_loading_rebuilds_them(tiny_model, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    net = _trained_ema(tiny_model)
+    path = tmp_path / "ema.safetensors"
+    save_model(net, tiny_model.prior, path)
+    with safe_open(str(path), "pt") as f:
+        assert not [k for k in f.keys() if k.endswith("embed_sum")]
+    loaded = load_model(path)
+    for a, b in zip(net.quantizer.stages, loaded.net.quantizer.stages):
+        assert torch.equal(a.codebook, b.codebook) and torch.equal(a.cluster_size, b.cluster_size)
+        assert not torch.equal(a.cluster_size, torch.ones_like(a.cluster_size))
+        assert torch.allclose(a.embed_sum, b.embed_sum, rtol=1e-5, atol=1e-7)
+
+
+def test_older_files_with_ema_sums_still_load_with_them(tiny_model, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from vqcodec.zoo import FORMAT_TAG, fingerprint
+
+    net = _trained_ema(tiny_model)
+    path = tmp_path / "new.safetensors"
+    save_model(net, tiny_model.prior, path)
+    tensors = load_file(str(path))
+    tensors.update({k: v.contiguous() for k, v in net.state_dict().items() if k.endswith("embed_sum")})
+    config = net.config.to_json()
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata={"format": FORMAT_TAG, "config": config,
+                                           "fingerprint": fingerprint(tensors, config).hex()})
+    loaded = load_model(old)
+    for a, b in zip(net.quantizer.stages, loaded.net.quantizer.stages):
+        assert torch.equal(a.embed_sum, b.embed_sum)
+    # the sums are covered by the fingerprint of a file that has them
+    tensors["quantizer.stages.0.embed_sum"] = tensors["quantizer.stages.0.embed_sum"] + 1
+    save_file(tensors, str(old), metadata={"format": FORMAT_TAG, "config": config,
+                                           "fingerprint": fingerprint(load_file(str(path)), config).hex()})
+    with pytest.raises(ModelError, match="fingerprint"):
+        load_model(old)

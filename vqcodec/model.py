@@ -42,6 +42,10 @@ class ModelConfig:
     default_quality: int = 0
     """The quality `compress` uses when none is given; 0: the middle one (`codec.default_quality`). A model
     extended with more stages (`vqcodec.stage_extension`) keeps the default of the model it grew from."""
+    top_decoder_from: int = 0
+    """The stage count from which a second decoder (`VQVAE.top_decoder`, same widths) decodes; 0: one decoder
+    for every stage count. Latents of many stages need another synthesis than coarse ones: one decoder
+    trained on both trades the low qualities for the top (`vqcodec.decoder_tuning`)."""
 
     @property
     def stride(self) -> int:
@@ -63,15 +67,20 @@ class ModelConfig:
         if not 0 <= self.default_quality <= self.num_stages:
             raise ValueError(f"default_quality must be 0 (the middle) or a stage count 1..{self.num_stages}, "
                              f"got {self.default_quality}")
+        if self.top_decoder_from and not 2 <= self.top_decoder_from <= self.num_stages:
+            raise ValueError(f"top_decoder_from must be 0 (one decoder) or a stage count 2..{self.num_stages}, "
+                             f"got {self.top_decoder_from}")
 
     def to_json(self) -> str:
         """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
-        `default_quality`, as files written before those fields existed have them."""
+        `default_quality`, and one decoder `top_decoder_from`, as files written before those fields existed have
+        them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
-        if not self.default_quality:
-            del fields["default_quality"]
+        for optional in ("default_quality", "top_decoder_from"):
+            if not fields[optional]:
+                del fields[optional]
         return json.dumps(fields, sort_keys=True)
 
     @classmethod
@@ -192,6 +201,14 @@ class VQVAE(nn.Module):
             beta=config.beta, decay=config.ema_decay,
         )
         self.decoder = Decoder(config)
+        if config.top_decoder_from:
+            self.top_decoder = Decoder(config)
+
+    def decoder_for(self, stages: int) -> Decoder:
+        """The decoder of latents quantized with `stages` stages: `top_decoder` from `config.top_decoder_from`."""
+        if self.config.top_decoder_from and stages >= self.config.top_decoder_from:
+            return self.top_decoder
+        return self.decoder
 
     @torch.no_grad()
     def set_linear_transform(self, mean: torch.Tensor, basis: torch.Tensor) -> None:
@@ -214,9 +231,10 @@ class VQVAE(nn.Module):
         """Continuous encoder output (B, D, H/stride, W/stride)."""
         return self.encoder(x - 0.5)
 
-    def reconstruct(self, z: torch.Tensor) -> torch.Tensor:
-        """Decoder output in image units (not clamped, so training sees the true error)."""
-        return self.decoder(z) + 0.5
+    def reconstruct(self, z: torch.Tensor, stages: int = 1) -> torch.Tensor:
+        """Decoder output in image units (not clamped, so training sees the true error) for latents quantized
+        with `stages` stages (which picks the decoder, `decoder_for`)."""
+        return self.decoder_for(stages)(z) + 0.5
 
     def forward(self, x: torch.Tensor, num_stages: int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
         """Reconstruction through the first `num_stages` quantizer stages, and the quantizer's output.
@@ -229,7 +247,8 @@ class VQVAE(nn.Module):
             return self.reconstruct(z), QuantizerOutput(z, empty, z.new_zeros(()))
         out = self.quantizer(_to_rows(z), num_stages)
         zq = _from_rows(out.quantized, z.shape)
-        return self.reconstruct(zq), QuantizerOutput(zq, out.indices, out.commitment_loss)
+        stages = self.config.num_stages if num_stages is None else num_stages
+        return self.reconstruct(zq, stages), QuantizerOutput(zq, out.indices, out.commitment_loss)
 
     def encode(self, x: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
         """Index grids (B, S, H/stride, W/stride) as int64."""
@@ -241,8 +260,9 @@ class VQVAE(nn.Module):
     def decode(self, indices: torch.Tensor, synthesis: nn.Module | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w); S may be any prefix of stages.
 
-        `synthesis` replaces the decoder by an equivalent inference form (`vqcodec.inference`).
+        `synthesis` replaces the decoder of S stages (`decoder_for`) by an equivalent inference form
+        (`vqcodec.inference`).
         """
         zq = self.quantizer.decode(indices.transpose(0, 1)).permute(0, 3, 1, 2)
-        out = self.reconstruct(zq) if synthesis is None else synthesis(zq) + 0.5
+        out = self.reconstruct(zq, indices.shape[1]) if synthesis is None else synthesis(zq) + 0.5
         return out.clamp(0.0, 1.0)

@@ -148,9 +148,21 @@ class VectorQuantizer(nn.Module):
         sums = _all_reduce(onehot.t() @ x)
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1.0 - self.decay)
         self.embed_sum.mul_(self.decay).add_(sums, alpha=1.0 - self.decay)
+        self.codebook.copy_(self.embed_sum / self._smoothed_sizes()[:, None])
+
+    def _smoothed_sizes(self) -> torch.Tensor:
+        """The EMA code counts with Laplace smoothing, so that an unused code does not divide by zero."""
         total = self.cluster_size.sum()
-        smoothed = (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
-        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        return (self.cluster_size + self.eps) / (total + self.codebook_size * self.eps) * total
+
+    @torch.no_grad()
+    def restore_embed_sum(self) -> None:
+        """Set the EMA sum to what the codebook and the EMA counts imply (codebook x smoothed counts).
+
+        Model files leave the sum out, as the codebook holds the same information (`vqcodec.zoo`); a fine-tune
+        of a loaded model continues its EMA from here, equal to the trained sum up to float rounding.
+        """
+        self.embed_sum.copy_(self.codebook * self._smoothed_sizes()[:, None])
 
     @torch.no_grad()
     def restart_dead_codes(self, x: torch.Tensor) -> int:

@@ -97,6 +97,12 @@ class TrainConfig:
     """Decoder loss of a `decoder_only` run (`LOSSES`); the full recipe trains on MSE."""
     effort: int | None = None
     """Encoder effort (`vqcodec.effort`) of the codes a `decoder_only` run trains on; None: `compress`'s default."""
+    top_decoder_from: int = 0
+    """A `decoder_only` run that trains a second decoder (`ModelConfig.top_decoder_from`) for the qualities from
+    this one up, and keeps `init`'s decoder for those below; 0: one decoder for every quality."""
+    decoder_from: Path | None = None
+    """A model file whose decoder the `decoder_only` run starts from instead of `init`'s (it must read `init`'s
+    streams, e.g. an earlier fine-tune of it)."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -125,6 +131,10 @@ class TrainConfig:
             raise ValueError("--effort is for --decoder-only runs: the full recipe trains on nearest codes")
         if self.decoder_only:
             self.effort = check_effort(self.effort)
+        elif self.top_decoder_from or self.decoder_from is not None:
+            raise ValueError("--top-decoder-from and --decoder-from are for --decoder-only runs")
+        if self.top_decoder_from < 0 or self.top_decoder_from == 1:
+            raise ValueError(f"--top-decoder-from must be 2 or more (0: one decoder), got {self.top_decoder_from}")
         choices = prior_view_choices(self.model.stride)
         if self.prior_views is not None and self.prior_views not in choices:
             raise ValueError(f"--prior-views must be one of {', '.join(map(str, choices))}, got {self.prior_views}")

@@ -45,6 +45,10 @@ LEARNED_PREFIX = "prior.learned."
 RATE_KEY = "prior.rate_weights"
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
+EMA_SUM = ".embed_sum"
+"""Name ending of the codebooks' EMA sums: training state that the codebook and counts imply, left out of
+model files written since short id 7 (`VectorQuantizer.restore_embed_sum` rebuilds it at load); older files
+have it, and their fingerprint covers it."""
 
 
 @dataclass
@@ -82,9 +86,18 @@ class CodecModel:
         """The decoder's faster inference form (`vqcodec.inference.fast_decoder`), built at the first decode."""
         return fast_decoder(self.net.decoder)
 
+    @cached_property
+    def top_synthesis(self) -> torch.nn.Module:
+        """The top decoder's faster inference form (a model with `config.top_decoder_from`)."""
+        return fast_decoder(self.net.top_decoder)
+
+    def synthesis_for(self, stages: int) -> torch.nn.Module:
+        """The fast synthesis of latents of `stages` stages (`VQVAE.decoder_for`)."""
+        return self.top_synthesis if self.net.decoder_for(stages) is not self.net.decoder else self.synthesis
+
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] from index grids (B, S, h, w), through the fast synthesis."""
-        return self.net.decode(indices, self.synthesis)
+        return self.net.decode(indices, self.synthesis_for(indices.shape[1]))
 
     @property
     def config(self) -> ModelConfig:
@@ -109,7 +122,7 @@ def fingerprint(tensors: dict[str, torch.Tensor], config_json: str, decodes: str
 
 
 def _state_tensors(net: VQVAE, prior: Prior, rate_weights: np.ndarray | None) -> dict[str, torch.Tensor]:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items() if not k.endswith(EMA_SUM)}
     if rate_weights is not None and np.any(rate_weights):
         tensors[RATE_KEY] = torch.from_numpy(np.asarray(rate_weights, dtype=np.float64).copy())
     if isinstance(prior, LearnedPrior):
@@ -200,9 +213,16 @@ def _load(path: Path) -> CodecModel:
         raise ModelError(f"{path}: bad entropy prior ({exc})") from None
     net = VQVAE(config)
     try:
-        net.load_state_dict(tensors, strict=True)
+        keys = net.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not fit the config ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in keys.missing_keys if not k.endswith(EMA_SUM)]
+    if missing or keys.unexpected_keys:
+        wrong = ", ".join([f"missing {k}" for k in missing] + [f"unexpected {k}" for k in keys.unexpected_keys])
+        raise ModelError(f"{path}: weights do not fit the config ({wrong[:200]})")
+    for i, stage in enumerate(net.quantizer.stages):
+        if f"quantizer.stages.{i}{EMA_SUM}" in keys.missing_keys:
+            stage.restore_embed_sum()
     net.eval()
     # Channels-last convolutions run the encoder about 20% faster on CPU; the decoder keeps the
     # default layout, whose results are checked to be identical across thread counts.
