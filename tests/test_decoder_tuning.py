@@ -221,12 +221,13 @@ def test_shipped_lookup_prefers_the_model_itself_then_default_then_the_nearest_f
     assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its descendant 'default')"
 
 
-@pytest.mark.parametrize("short_id", [1, 2, 4, 5])
+@pytest.mark.parametrize("short_id", [1, 2, 4, 5, 6])
 def test_files_of_the_replaced_default_decode_with_the_shipped_fine_tune(kodak_crop, short_id: int) -> None:
-    """Short ids 1, 2, 4 and 5 name earlier `default`s (before its decoder was fine-tuned, after the first
-    fine-tune, after the second, with the narrower decoder); those models no longer ship, but their
-    codebooks and prior do, in today's `default` (id 5 with twelve more stages), which reads their files
-    (`perceptual`, a fine-tune of id 2 too, is as near for ids 1 and 2; `default` goes first)."""
+    """Short ids 1, 2, 4, 5 and 6 name earlier `default`s (before its decoder was fine-tuned, after the first
+    fine-tune, after the second, with the narrower decoder, with twenty stages); those models no longer ship,
+    but their codebooks and prior do, in today's `default` (id 6 with a second decoder for qualities 9 and up),
+    which reads their files (`perceptual`, a fine-tune of id 2 too, is as near for ids 1 and 2; `default` goes
+    first)."""
     first = container.SHIPPED_MODELS[short_id]
     default = load_model("default")
     assert first in default.decodes and registry.find_shipped(first) == ["default"]

@@ -55,6 +55,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     5: bytes.fromhex("405b08585aa74157a403aa26b1d6eb84db6b3431cab6062709b27d45bb71625d"),  # default, narrower decoder
     6: bytes.fromhex("0012843e6c44206c13453b0357675a1551380245a56db82a788fc6526d5f4ee0"),  # default, 20 stages
     7: bytes.fromhex("61c5f844a8f3cb0b10289e81354e31d2bf3dba38a7331e916228855d6667263c"),  # perceptual, no EMA sums
+    8: bytes.fromhex("7e9855232e550208ed7ed5d0b2ab740eca27637a3765bdd147788d6c2b229bf6"),  # default, top decoder
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
