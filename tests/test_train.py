@@ -219,6 +219,29 @@ def test_fine_tuning_a_narrow_decoder_keeps_its_widths(folder: Path, tmp_path: P
     assert load_model(cfg.out).config.decoder_channels == (4, 8)
 
 
+def test_fine_tuning_keeps_the_default_quality_and_a_second_decoder(folder: Path, tmp_path: Path,
+                                                                     tiny_model_path: Path) -> None:
+    """The full recipe from a model with a default quality and a second decoder (the shipped `default` has
+    both) keeps them; quantizer dropout trains each decoder on its own stage counts."""
+    from dataclasses import replace
+
+    from vqcodec.model import VQVAE
+    from vqcodec.zoo import save_model
+
+    split = replace(TINY, default_quality=2, top_decoder_from=2)
+    start = tmp_path / "split.safetensors"
+    save_model(VQVAE(split).eval(), load_model(tiny_model_path).prior, start)
+    cfg = config(folder, tmp_path / "tuned.safetensors", init=start, pretrain_steps=None, steps=6)
+    train(cfg)
+    before, after = load_model(start), load_model(cfg.out)
+    assert after.config == replace(split, name=TINY.name)
+    stages = [r["stages"] for r in map(json.loads, cfg.log.read_text().splitlines()) if "loss" in r]
+    for decoder, used in (("decoder", min(stages) < 2), ("top_decoder", max(stages) >= 2)):
+        changed = any(not torch.equal(a, b) for a, b in zip(getattr(before.net, decoder).parameters(),
+                                                             getattr(after.net, decoder).parameters()))
+        assert changed == used, (decoder, stages)
+
+
 def test_prior_statistics_count_every_shifted_and_mirrored_view(folder: Path) -> None:
     from vqcodec.data import read_rgb
     from vqcodec.model import VQVAE

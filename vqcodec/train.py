@@ -266,6 +266,16 @@ def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device
     net.set_linear_transform(mean.float().to(device), basis.reshape(d, 3, s, s).float().to(device))
 
 
+def _inherit(asked: ModelConfig, source: ModelConfig) -> ModelConfig:
+    """The config of a fine-tune of `source`: `asked`, with what the command line does not set taken from
+    `source` (decoder widths unless asked, the default quality and a second decoder when the stage counts
+    agree); a stage count that differs is refused by `start_from_model`."""
+    inherited = replace(asked, decoder_channels=asked.decoder_channels or source.decoder_channels)
+    if asked.num_stages != source.num_stages:
+        return inherited
+    return replace(inherited, default_quality=source.default_quality, top_decoder_from=source.top_decoder_from)
+
+
 def start_from_model(net: VQVAE, path: Path) -> None:
     """Copy a model file's weights and codebooks (EMA state included) into `net`, for fine-tuning.
 
@@ -507,8 +517,8 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         from vqcodec.decoder_tuning import tune_decoder  # it builds on this module
 
         return tune_decoder(cfg, on_step)
-    if cfg.init is not None and not cfg.model.decoder_channels:
-        cfg.model = replace(cfg.model, decoder_channels=load_model(cfg.init).config.decoder_channels)
+    if cfg.init is not None:
+        cfg.model = _inherit(cfg.model, load_model(cfg.init).config)
 
     def event(record: dict[str, Any]) -> None:
         if on_step is not None:
@@ -554,7 +564,8 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     if cfg.resume is None and cfg.init is None:
         pca_init(net, iter(loader(0, cfg.kmeans_batches, offset=2 * 10**9)), cfg.kmeans_batches, device)
-    model = DistributedDataParallel(net, broadcast_buffers=False) if rank.world > 1 else net
+    split = bool(cfg.model.top_decoder_from)  # a step of fewer stages leaves the second decoder unused
+    model = DistributedDataParallel(net, broadcast_buffers=False, find_unused_parameters=split) if rank.world > 1 else net
 
     step = start
     net.train()
