@@ -31,9 +31,9 @@ from pytorch_msssim import ms_ssim
 from torch.utils.data import DataLoader
 
 from vqcodec import codec, pricing
-from vqcodec.errors import DataError
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb
 from vqcodec.effort import EFFORT_BEAMS, check_effort
+from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
 from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
