@@ -1,4 +1,4 @@
-"""Two CPU ranks under torchrun keep identical codebooks, and only rank 0 writes files."""
+"""Two CPU ranks under torchrun keep identical codebooks and decoders, and only rank 0 writes files."""
 
 from __future__ import annotations
 
@@ -7,13 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.conftest import noise_image
 
 
-def test_two_ranks_share_one_codebook(tmp_path: Path) -> None:
+@pytest.mark.parametrize("split", [False, True])
+def test_two_ranks_share_one_codebook(tmp_path: Path, split: bool) -> None:
+    """With a second decoder (split), steps of fewer stages leave it unused, which DDP must be told."""
     data = tmp_path / "data"
     data.mkdir()
     for i in range(8):
@@ -22,13 +25,14 @@ def test_two_ranks_share_one_codebook(tmp_path: Path) -> None:
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         str(Path(__file__).with_name("dist_worker.py")), str(data), str(out)],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29517 + split),
+         str(Path(__file__).with_name("dist_worker.py")), str(data), str(out), *(["split"] if split else [])],
         capture_output=True, text=True, timeout=300, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
     for key in r0:
         assert torch.equal(r0[key], r1[key]), key
+    assert any(k.startswith("top_decoder.") for k in r0) == split
     assert sorted(p.name for p in out.iterdir()) == [
         "model.ckpt", "model.jsonl", "model.safetensors", "rank0.safetensors", "rank1.safetensors"]
