@@ -153,6 +153,10 @@ def train(
     decoder_from: Annotated[Optional[Path], typer.Option(
         help="With --decoder-only: start the trained decoder from this model's (e.g. an earlier fine-tune of "
              "--init) instead of --init's.")] = None,
+    priced: Annotated[bool, typer.Option(
+        "--priced", help="With --init (full recipe): pick codes in training as compress does, rate-aware under "
+             "--init's prior and rate weights, instead of nearest; codebooks and decoder learn the codes that "
+             "are really written, and the new prior is counted under the same weights.")] = False,
 ) -> None:
     """Train a model on a folder of photos with the seed's recipe, and write a model file.
 
@@ -180,7 +184,7 @@ def train(
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
                           seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
                           decoder_only=decoder_only, loss=loss, effort=effort, top_decoder_from=top_decoder_from,
-                          decoder_from=decoder_from)
+                          decoder_from=decoder_from, priced=priced)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)

@@ -65,6 +65,33 @@ def test_penalty_is_weight_times_costs_and_none_when_unweighted() -> None:
     assert torch.allclose(price(2, previous), expected)
 
 
+def test_table_penalty_prices_as_penalty_does() -> None:
+    """Training's prices, gathered from (K, K) tables made once, are the per-batch prices of `penalty`."""
+    prior = context_prior()
+    weights = [0.0, 0.5, 2.0]
+    table, direct = pricing.table_penalty(prior, weights, TINY.codebook_size), pricing.penalty(prior, weights)
+    previous = torch.randint(0, TINY.codebook_size, (50,))
+    assert table(0, None) is None
+    for stage in (1, 2):
+        assert torch.allclose(table(stage, previous), direct(stage, previous))
+    assert pricing.table_penalty(prior, [0.0, 0.0, 0.0], TINY.codebook_size) is None
+    with pytest.raises(ValueError, match="stage 1 is not priced"):
+        pricing.table_penalty(prior, [0.1, 0.0, 0.0], TINY.codebook_size)
+
+
+def test_priced_training_picks_the_codes_priced_encoding_picks() -> None:
+    """`ResidualVQ.forward` with a penalty (training) chooses the codes `encode` with it (compress) does."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(3, 16, 4).eval()
+    for s, stage in enumerate(rvq.stages):
+        stage.codebook.copy_(torch.randn(16, 4) * 0.5 ** s)
+    price = pricing.table_penalty(context_prior(), [0.0, 0.3, 0.3], 16)
+    x = torch.randn(400, 4)
+    priced = rvq(x, 3, price).indices
+    assert torch.equal(priced, rvq.encode(x, 3, price))
+    assert not torch.equal(priced, rvq(x, 3).indices)
+
+
 def test_contextual_penalty_in_beam_of_one_equals_greedy() -> None:
     torch.manual_seed(0)
     rvq = ResidualVQ(3, 16, 4)

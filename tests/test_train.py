@@ -242,6 +242,62 @@ def test_fine_tuning_keeps_the_default_quality_and_a_second_decoder(folder: Path
         assert changed == used, (decoder, stages)
 
 
+def test_priced_fine_tune_picks_codes_under_the_start_models_prices(folder: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """--priced: training prices every later stage's codes with the start model's prior and weights, and the
+    new prior is counted under those weights over the rate-aware rounds."""
+    import numpy as np
+
+    from vqcodec import pricing
+    from vqcodec.entropy import ContextPrior
+    from vqcodec.model import VQVAE
+    from vqcodec.train import RATE_PRIOR_ROUNDS
+    from vqcodec.zoo import save_model
+
+    rng = np.random.default_rng(0)
+    k, s = TINY.codebook_size, TINY.num_stages
+    prior = ContextPrior(rng.integers(1, 50, size=(s, 5, k)) ** 2, rng.integers(0, 4, size=(s, k)))
+    weights = pricing.stage_weights(s, [0.02])
+    start = tmp_path / "priced.safetensors"
+    torch.manual_seed(0)
+    save_model(VQVAE(TINY).eval(), prior, start, weights)
+
+    priced_stages: list[int] = []
+    made = pricing.table_penalty
+
+    def spy(*args: object, **kw: object) -> pricing.Penalty:
+        price = made(*args, **kw)
+
+        def record(stage: int, previous: torch.Tensor | None) -> torch.Tensor | None:
+            out = price(stage, previous)
+            if out is not None:
+                priced_stages.append(stage)
+            return out
+        return record
+
+    monkeypatch.setattr(pricing, "table_penalty", spy)
+    cfg = config(folder, tmp_path / "tuned.safetensors", init=start, pretrain_steps=None, steps=4, priced=True,
+                 prior_views=1)
+    assert cfg.prior_rounds == RATE_PRIOR_ROUNDS
+    train(cfg)
+    assert set(priced_stages) == set(range(1, max(priced_stages) + 1)) and priced_stages
+    assert np.array_equal(load_model(cfg.out).rate_weights, weights)
+    prior_event = [r for r in map(json.loads, cfg.log.read_text().splitlines()) if r.get("event") == "prior"][0]
+    assert prior_event["rounds"] == RATE_PRIOR_ROUNDS
+
+
+def test_priced_training_needs_a_start_model_with_prices(folder: Path, tmp_path: Path,
+                                                         tiny_model_path: Path) -> None:
+    from vqcodec.errors import DataError
+
+    with pytest.raises(ValueError, match="--priced fine-tunes a model"):
+        config(folder, tmp_path / "m.safetensors", priced=True)
+    with pytest.raises(ValueError, match="--priced fine-tunes a model"):
+        config(folder, tmp_path / "m.safetensors", priced=True, init=tiny_model_path, decoder_only=True)
+    with pytest.raises(DataError, match="needs a model with rate weights"):
+        train(config(folder, tmp_path / "m.safetensors", priced=True, init=tiny_model_path, pretrain_steps=None))
+
+
 def test_prior_statistics_count_every_shifted_and_mirrored_view(folder: Path) -> None:
     from vqcodec.data import read_rgb
     from vqcodec.model import VQVAE

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqcodec.quantizer import QuantizerOutput, ResidualVQ
+from vqcodec.quantizer import Penalty, QuantizerOutput, ResidualVQ
 
 
 @dataclass(frozen=True)
@@ -236,16 +236,18 @@ class VQVAE(nn.Module):
         with `stages` stages (which picks the decoder, `decoder_for`)."""
         return self.decoder_for(stages)(z) + 0.5
 
-    def forward(self, x: torch.Tensor, num_stages: int | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
+    def forward(self, x: torch.Tensor, num_stages: int | None = None,
+                penalty: Penalty | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
         """Reconstruction through the first `num_stages` quantizer stages, and the quantizer's output.
 
-        `num_stages=0` skips quantization (the autoencoder pretraining of the recipe).
+        `num_stages=0` skips quantization (the autoencoder pretraining of the recipe). `penalty` prices the
+        codes (`ResidualVQ.forward`).
         """
         z = self.embed(x)
         if num_stages == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
             return self.reconstruct(z), QuantizerOutput(z, empty, z.new_zeros(()))
-        out = self.quantizer(_to_rows(z), num_stages)
+        out = self.quantizer(_to_rows(z), num_stages, penalty)
         zq = _from_rows(out.quantized, z.shape)
         stages = self.config.num_stages if num_stages is None else num_stages
         return self.reconstruct(zq, stages), QuantizerOutput(zq, out.indices, out.commitment_loss)

@@ -56,6 +56,31 @@ def penalty(prior: PricedPrior, weights: Sequence[float], device: torch.device |
     return price
 
 
+def table_penalty(prior: PricedPrior, weights: Sequence[float], codebook_size: int,
+                  device: torch.device | str = "cpu") -> Penalty | None:
+    """`penalty`'s prices from tables made once: for each priced stage, the (K, K) cost of every code after
+    every previous code, kept on `device`, so pricing a batch is one gather there.
+
+    For training with rate-aware code choice (`TrainConfig.priced`): `penalty` builds each batch's
+    (M, K) prices in NumPy on the CPU, which on a GPU costs more than the step. The prices are the
+    same (`ContextPrior.code_costs` depends on the previous code only through its group).
+    """
+    w = [float(x) for x in weights]
+    if not any(w):
+        return None
+    every = np.arange(codebook_size)
+    tables = {s: torch.from_numpy(prior.code_costs(s, every, w[s])).to(device)
+              for s in range(1, len(w)) if w[s] != 0.0}
+    if w[0] != 0.0:
+        raise ValueError("stage 1 is not priced (`stage_weights`): its context is chosen in the same pass")
+
+    def price(stage: int, previous: torch.Tensor | None) -> torch.Tensor | None:
+        table = tables.get(stage)
+        return None if table is None or previous is None else table[previous]
+
+    return price
+
+
 def stage_weights(num_stages: int, weights: Sequence[float] = ()) -> np.ndarray:
     """Per-stage rate weights (num_stages,): stage 1 is 0 (its context, the row above, is chosen in the same
     pass, so it is not priced); `weights` gives stages 2..S, one value for all of them or one each.

@@ -185,8 +185,10 @@ class VectorQuantizer(nn.Module):
         self.cluster_size[dead] = 1.0
         return n_dead
 
-    def forward(self, x: torch.Tensor) -> QuantizerOutput:
-        indices = self.encode(x.detach())
+    def forward(self, x: torch.Tensor, penalty: torch.Tensor | None = None) -> QuantizerOutput:
+        """Quantize (N, D) rows: codes by `encode` (priced by `penalty` when given), EMA updates in training,
+        the commitment loss and straight-through latents."""
+        indices = self.encode(x.detach(), penalty)
         quantized = self.lookup(indices)
         if self.training:
             self._ema_update(x.detach(), indices)
@@ -208,21 +210,25 @@ class ResidualVQ(nn.Module):
     def num_stages(self) -> int:
         return len(self.stages)
 
-    def forward(self, x: torch.Tensor, num_stages: int | None = None) -> QuantizerOutput:
+    def forward(self, x: torch.Tensor, num_stages: int | None = None,
+                penalty: Penalty | None = None) -> QuantizerOutput:
         """Quantize (N, D) rows with the first `num_stages` stages (all when None).
 
         Returns the summed quantization with one straight-through gradient,
-        indices of shape (S, N) and the mean commitment loss over stages.
+        indices of shape (S, N) and the mean commitment loss over stages. With `penalty` each stage
+        picks its codes rate-aware, as `encode` does, so the EMA codebooks become the centroids of the
+        codes rate-aware coding really chooses (entropy-constrained VQ training).
         """
         n = self.num_stages if num_stages is None else num_stages
         residual = x
         total = torch.zeros_like(x)
         indices = []
         commitment = x.new_zeros(())
-        for stage in self.stages[:n]:
+        for s, stage in enumerate(self.stages[:n]):
             # Each stage's commitment term pulls the encoder output towards the codes through
             # `residual`, which depends on x; the codes themselves only move by EMA.
-            out = stage(residual)
+            price = None if penalty is None else penalty(s, indices[-1] if indices else None)
+            out = stage(residual, price)
             commitment = commitment + out.commitment_loss
             q = stage.lookup(out.indices)
             total = total + q

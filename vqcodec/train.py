@@ -47,6 +47,7 @@ from vqcodec.effort import check_effort
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, ModelConfig, _to_rows
+from vqcodec.quantizer import Penalty
 from vqcodec.zoo import load_model, save_model
 
 
@@ -103,6 +104,11 @@ class TrainConfig:
     decoder_from: Path | None = None
     """A model file whose decoder the `decoder_only` run starts from instead of `init`'s (it must read `init`'s
     streams, e.g. an earlier fine-tune of it)."""
+    priced: bool = False
+    """Joint training picks codes rate-aware, priced by `init`'s prior and rate weights (`pricing.table_penalty`),
+    as compress does, instead of nearest: the EMA codebooks become the centroids of the codes coding really
+    chooses, and the decoder learns those codes. The prior is then counted under the same weights (`init`'s
+    unless `rate_weights` is given)."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -116,7 +122,7 @@ class TrainConfig:
             raise ValueError("--pretrain-steps must be smaller than --steps")
         weights = pricing.stage_weights(self.model.num_stages, self.rate_weights)
         if self.prior_rounds is None:
-            self.prior_rounds = RATE_PRIOR_ROUNDS if weights.any() else 1
+            self.prior_rounds = RATE_PRIOR_ROUNDS if weights.any() or self.priced else 1
         if self.prior_rounds < 1:
             raise ValueError(f"--prior-rounds must be at least 1, got {self.prior_rounds}")
         if self.loss not in LOSSES:
@@ -133,6 +139,9 @@ class TrainConfig:
             self.effort = check_effort(self.effort)
         elif self.top_decoder_from or self.decoder_from is not None:
             raise ValueError("--top-decoder-from and --decoder-from are for --decoder-only runs")
+        if self.priced and (self.init is None or self.decoder_only):
+            raise ValueError("--priced fine-tunes a model whose prior prices the codes: give it with --init "
+                             "(also when resuming), without --decoder-only")
         if self.top_decoder_from < 0 or self.top_decoder_from == 1:
             raise ValueError(f"--top-decoder-from must be 2 or more (0: one decoder), got {self.top_decoder_from}")
         choices = prior_view_choices(self.model.stride)
@@ -143,11 +152,13 @@ class TrainConfig:
 def pick_device(name: str) -> torch.device:
     """`auto` is CUDA when available, else CPU; `cuda` without a GPU is an error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise DataError("--device cuda asked for, but torch sees no CUDA device")
     if name not in ("cpu", "cuda"):
         raise DataError(f"unknown device '{name}' (auto, cpu or cuda)")
+    if name == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop shapes: pick the fastest convolution once
     return torch.device(name)
 
 
@@ -517,8 +528,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         from vqcodec.decoder_tuning import tune_decoder  # it builds on this module
 
         return tune_decoder(cfg, on_step)
-    if cfg.init is not None:
-        cfg.model = _inherit(cfg.model, load_model(cfg.init).config)
+    start_model = load_model(cfg.init) if cfg.init is not None else None
+    if start_model is not None:
+        cfg.model = _inherit(cfg.model, start_model.config)
 
     def event(record: dict[str, Any]) -> None:
         if on_step is not None:
@@ -532,6 +544,14 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     net = VQVAE(cfg.model).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    penalty = None
+    if cfg.priced and start_model is not None:
+        if not start_model.rate_weights.any():
+            raise DataError(f"{cfg.init}: --priced needs a model with rate weights (its prior prices nothing)")
+        if not cfg.rate_weights:
+            cfg.rate_weights = tuple(float(w) for w in start_model.rate_weights[1:])
+        penalty = pricing.table_penalty(start_model.prior, start_model.rate_weights, cfg.model.codebook_size, device)
+    del start_model
     start, kmeans_done = 0, False
     if cfg.resume is not None:
         state = load_checkpoint(Path(cfg.resume))
@@ -582,7 +602,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                 if step in (start, cfg.pretrain_steps):
                     event({"event": "phase", "phase": "pretrain" if step < cfg.pretrain_steps else "train",
                            "step": step})
-                metrics = _train_step(model, net, opt, x.to(device, non_blocking=True), step, cfg)
+                metrics = _train_step(model, net, opt, x.to(device, non_blocking=True), step, cfg, penalty)
                 step += 1
                 if rank.main:
                     if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps) and kmeans_done:
@@ -626,12 +646,12 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
 
 def _train_step(model: torch.nn.Module, net: VQVAE, opt: torch.optim.Optimizer, x: torch.Tensor,
-                step: int, cfg: TrainConfig) -> dict[str, Any]:
+                step: int, cfg: TrainConfig, penalty: Penalty | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     n_stages = stages_at(step, cfg)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, cfg)
-    recon, q = model(x, n_stages)
+    recon, q = model(x, n_stages, penalty)
     mse = F.mse_loss(recon, x)
     loss = mse + q.commitment_loss
     opt.zero_grad(set_to_none=True)
