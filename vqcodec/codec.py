@@ -250,6 +250,11 @@ def model_for(header: VqzHeader, model: ModelLike = None) -> CodecModel:
     if model is None:
         names = find_shipped(header.model_id)
         if not names:
+            short = container.SHORT_IDS.get(header.model_id)
+            if short in container.LAST_SHIPPED_IN:
+                raise VqzError(f"file was written by model {header.model_hex} (short id {short}), which this "
+                               f"vqcodec no longer ships: decompress it with vqcodec "
+                               f"{container.LAST_SHIPPED_IN[short]}, or pass that model file with --model")
             raise VqzError(f"file was written by model {header.model_hex}, which is not installed "
                            "(pass its model file with --model)")
         if len(names) > 1:

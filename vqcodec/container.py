@@ -56,6 +56,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     6: bytes.fromhex("0012843e6c44206c13453b0357675a1551380245a56db82a788fc6526d5f4ee0"),  # default, 20 stages
     7: bytes.fromhex("61c5f844a8f3cb0b10289e81354e31d2bf3dba38a7331e916228855d6667263c"),  # perceptual, no EMA sums
     8: bytes.fromhex("7e9855232e550208ed7ed5d0b2ab740eca27637a3765bdd147788d6c2b229bf6"),  # default, top decoder
+    9: bytes.fromhex("1608be9002c531d089138707880a50513c7aebb2980f234aa6f33cc177dedb60"),  # default, priced training
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
@@ -63,6 +64,10 @@ A model that ships gets the next number; a number is never reused, so a file's s
 pins the exact model (the full fingerprint is checked when the model is loaded). An id whose
 model no longer ships is read by a shipped decoder fine-tune of it, if any (`registry.find_shipped`)."""
 SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()}
+LAST_SHIPPED_IN: dict[int, str] = {4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 8: "0.1.0"}
+"""The last vqcodec release that ships a model no longer shipped, by short id, for models whose files no
+shipped model reads (a retrained model writes other streams): decompressing such a file says which release
+to use. Ids 1, 2, 3 and 7 are read by `perceptual` (short id 7)."""
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
 MAX_STAGES = 255
