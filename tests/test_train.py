@@ -286,6 +286,31 @@ def test_priced_fine_tune_picks_codes_under_the_start_models_prices(folder: Path
     assert prior_event["rounds"] == RATE_PRIOR_ROUNDS
 
 
+def test_priced_validation_measures_the_priced_codes(folder: Path) -> None:
+    """A priced run validates the codes it trains on: with every code but a zero one priced out of reach,
+    the later stages add nothing, where nearest codes do."""
+    from vqcodec.data import find_images, read_rgb
+    from vqcodec.model import VQVAE
+    from vqcodec.train import validate
+
+    torch.manual_seed(0)
+    net = VQVAE(TINY).eval()
+    for stage in net.quantizer.stages[1:]:
+        stage.codebook[0] = 0.0
+
+    def price(stage: int, previous: torch.Tensor | None) -> torch.Tensor | None:
+        if previous is None:
+            return None
+        out = torch.full((previous.shape[0], TINY.codebook_size), 1e6)
+        out[:, 0] = 0.0
+        return out
+
+    images = [read_rgb(p) for p in find_images(folder)[:2]]
+    priced, nearest = validate(net, images, torch.device("cpu"), price), validate(net, images, torch.device("cpu"))
+    assert len(set(priced["val_psnr"])) == 1
+    assert len(set(nearest["val_psnr"])) > 1
+
+
 def test_priced_training_needs_a_start_model_with_prices(folder: Path, tmp_path: Path,
                                                          tiny_model_path: Path) -> None:
     from vqcodec.errors import DataError

@@ -252,11 +252,12 @@ class VQVAE(nn.Module):
         stages = self.config.num_stages if num_stages is None else num_stages
         return self.reconstruct(zq, stages), QuantizerOutput(zq, out.indices, out.commitment_loss)
 
-    def encode(self, x: torch.Tensor, num_stages: int | None = None) -> torch.Tensor:
-        """Index grids (B, S, H/stride, W/stride) as int64."""
+    def encode(self, x: torch.Tensor, num_stages: int | None = None,
+               penalty: Penalty | None = None) -> torch.Tensor:
+        """Index grids (B, S, H/stride, W/stride) as int64; rate-aware when `penalty` prices the codes."""
         z = self.embed(x)
         b, _, h, w = z.shape
-        idx = self.quantizer.encode(_to_rows(z), num_stages)
+        idx = self.quantizer.encode(_to_rows(z), num_stages, penalty)
         return idx.reshape(idx.shape[0], b, h, w).transpose(0, 1)
 
     def decode(self, indices: torch.Tensor, synthesis: nn.Module | None = None) -> torch.Tensor:

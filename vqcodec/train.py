@@ -468,10 +468,12 @@ def _image_pixels(files: list[Path]) -> int:
 
 
 @torch.no_grad()
-def validate(net: VQVAE, images: list[np.ndarray], device: torch.device) -> dict[str, Any]:
+def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
+             penalty: Penalty | None = None) -> dict[str, Any]:
     """PSNR and real entropy-coded bpp at every quality on validation images.
 
-    The prior is the EMA usage of each code, which tracks the training statistics.
+    The prior is the EMA usage of each code, which tracks the training statistics. Codes are nearest, or
+    priced by `penalty` in a `priced` run, so that validation measures the codes that run trains on.
     """
     cfg = net.config
     counts = np.stack([np.rint(s.cluster_size.cpu().numpy() * 100).astype(np.int64) for s in net.quantizer.stages])
@@ -481,7 +483,7 @@ def validate(net: VQVAE, images: list[np.ndarray], device: torch.device) -> dict
     pixels = 0
     for img in images:
         x = center_crop_to_stride(img, cfg.stride).to(device)
-        idx = net.encode(x)
+        idx = net.encode(x, penalty=penalty)
         pixels += x.shape[-1] * x.shape[-2]
         for s in range(cfg.num_stages):
             bits[s] += 8 * len(prior.encode(idx[0, s].cpu().numpy(), s))
@@ -607,7 +609,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                 if rank.main:
                     if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps) and kmeans_done:
                         net.eval()
-                        metrics.update(validate(net, val_images, device))
+                        metrics.update(validate(net, val_images, device, penalty))
                         net.train()
                     write_log(cfg.log, metrics)
                     if step % cfg.checkpoint_every == 0 or step == cfg.steps:
