@@ -221,6 +221,12 @@ def test_shipped_lookup_prefers_the_model_itself_then_default_then_the_nearest_f
     assert registry.describe(start.fingerprint) == f"{start.fingerprint[:4].hex()} (read by its descendant 'default')"
 
 
+def named(data: bytes, model_id: bytes) -> bytes:
+    """The same file naming another model (a file an earlier model would have written with these streams)."""
+    f = container.unpack(data)
+    return container.pack(container.VqzFile(replace(f.header, model_id=model_id), f.streams, f.alpha))
+
+
 @pytest.mark.parametrize("short_id", [1, 2])
 def test_files_of_the_first_defaults_decode_with_perceptual(kodak_crop, short_id: int) -> None:
     """Short ids 1 and 2 name the first `default`s (before its decoder was fine-tuned, and after); today's
@@ -229,8 +235,7 @@ def test_files_of_the_first_defaults_decode_with_perceptual(kodak_crop, short_id
     assert first in perceptual.decodes and registry.find_shipped(first) == ["perceptual"]
     assert first not in load_model("default").decodes
     data = codec.compress(kodak_crop, perceptual, 3)
-    f = container.unpack(data)
-    old = container.pack(container.VqzFile(replace(f.header, model_id=first), f.streams, f.alpha))
+    old = named(data, first)
     assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
 
 
@@ -241,8 +246,7 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
     retired = container.SHIPPED_MODELS[short_id]
     assert registry.find_shipped(retired) == []
     data = codec.compress(kodak_crop, load_model("default"), 3)
-    f = container.unpack(data)
-    old = container.pack(container.VqzFile(replace(f.header, model_id=retired), f.streams, f.alpha))
+    old = named(data, retired)
     with pytest.raises(VqzError, match=rf"\(short id {short_id}\), which this vqcodec no longer ships: "
                                        r"decompress it with vqcodec 0\.1\.0, or pass that model file with --model"):
         codec.decompress(old)
@@ -254,7 +258,6 @@ def test_files_of_perceptual_id_3_decode_the_same_with_its_repackaging(kodak_cro
     old_id, perceptual = container.SHIPPED_MODELS[3], load_model("perceptual")
     assert perceptual.fingerprint == container.SHIPPED_MODELS[7] and perceptual.decodes[0] == old_id
     data = codec.compress(kodak_crop, perceptual, 4)
-    f = container.unpack(data)
-    old = container.pack(container.VqzFile(replace(f.header, model_id=old_id), f.streams, f.alpha))
+    old = named(data, old_id)
     assert registry.find_shipped(old_id) == ["perceptual"]
     assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()

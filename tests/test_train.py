@@ -248,19 +248,16 @@ def test_priced_fine_tune_picks_codes_under_the_start_models_prices(folder: Path
     new prior is counted under those weights over the rate-aware rounds."""
     import numpy as np
 
+    from tests.test_pricing import context_prior
     from vqcodec import pricing
-    from vqcodec.entropy import ContextPrior
     from vqcodec.model import VQVAE
     from vqcodec.train import RATE_PRIOR_ROUNDS
     from vqcodec.zoo import save_model
 
-    rng = np.random.default_rng(0)
-    k, s = TINY.codebook_size, TINY.num_stages
-    prior = ContextPrior(rng.integers(1, 50, size=(s, 5, k)) ** 2, rng.integers(0, 4, size=(s, k)))
-    weights = pricing.stage_weights(s, [0.02])
+    weights = pricing.stage_weights(TINY.num_stages, [0.02])
     start = tmp_path / "priced.safetensors"
     torch.manual_seed(0)
-    save_model(VQVAE(TINY).eval(), prior, start, weights)
+    save_model(VQVAE(TINY).eval(), context_prior(), start, weights)
 
     priced_stages: list[int] = []
     made = pricing.table_penalty

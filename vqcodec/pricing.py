@@ -68,11 +68,11 @@ def table_penalty(prior: PricedPrior, weights: Sequence[float], codebook_size: i
     w = [float(x) for x in weights]
     if not any(w):
         return None
+    if w[0] != 0.0:
+        raise ValueError("stage 1 is not priced (`stage_weights`): its context is chosen in the same pass")
     every = np.arange(codebook_size)
     tables = {s: torch.from_numpy(prior.code_costs(s, every, w[s])).to(device)
               for s in range(1, len(w)) if w[s] != 0.0}
-    if w[0] != 0.0:
-        raise ValueError("stage 1 is not priced (`stage_weights`): its context is chosen in the same pass")
 
     def price(stage: int, previous: torch.Tensor | None) -> torch.Tensor | None:
         table = tables.get(stage)

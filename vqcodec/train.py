@@ -48,7 +48,7 @@ from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, ModelConfig, _to_rows
 from vqcodec.quantizer import Penalty
-from vqcodec.zoo import load_model, save_model
+from vqcodec.zoo import CodecModel, load_model, save_model
 
 
 LOSSES = ("mse", "ms-ssim")
@@ -287,14 +287,14 @@ def _inherit(asked: ModelConfig, source: ModelConfig) -> ModelConfig:
     return replace(inherited, default_quality=source.default_quality, top_decoder_from=source.top_decoder_from)
 
 
-def start_from_model(net: VQVAE, path: Path) -> None:
+def start_from_model(net: VQVAE, path: Path, source: CodecModel | None = None) -> None:
     """Copy a model file's weights and codebooks (EMA state included) into `net`, for fine-tuning.
 
     The transform and codebook initialisations are then skipped: the file's network already holds them.
     Only the name and description may differ from the file's config (`train` takes the file's decoder
-    widths when none are asked for).
+    widths when none are asked for). `source` is the file already loaded, if the caller has it.
     """
-    source = load_model(path)
+    source = load_model(path) if source is None else source
     if replace(source.config, name=net.config.name, description=net.config.description) != net.config:
         differ = [f"{f} {getattr(source.config, f)} (asked: {getattr(net.config, f)})"
                   for f in ModelConfig.__dataclass_fields__ if f not in ("name", "description")
@@ -553,7 +553,6 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         if not cfg.rate_weights:
             cfg.rate_weights = tuple(float(w) for w in start_model.rate_weights[1:])
         penalty = pricing.table_penalty(start_model.prior, start_model.rate_weights, cfg.model.codebook_size, device)
-    del start_model
     start, kmeans_done = 0, False
     if cfg.resume is not None:
         state = load_checkpoint(Path(cfg.resume))
@@ -564,8 +563,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
         start, kmeans_done = int(state["step"]), bool(state["kmeans_done"])
         torch.set_rng_state(state["torch_rng"])
     elif cfg.init is not None:
-        start_from_model(net, cfg.init)
+        start_from_model(net, cfg.init, start_model)
         kmeans_done = True
+    del start_model  # its weights are in `net` (or the checkpoint's are), its prices in `penalty`
     if rank.main:
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         if cfg.resume is not None:
