@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 PLAIN_LINES_PER_RUN = 100
 """Step lines a plain log gets over a run (plus phases, validations and the last step)."""
 def _step_info(m: dict[str, Any]) -> str:
-    info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
+    if "snr" in m:
+        info = f"loss {m['loss']:.3g} latent SNR {m['snr']:.2f} dB"
+    else:
+        info = f"loss {m['loss']:.4f} psnr {m['psnr']:.2f}"
     if "perplexity" in m:
         info += f" ppl {m['perplexity']:.0f} used {m['codes_in_use']:.0%} q{m['stages']}"
     if "quality" in m:
@@ -51,6 +54,10 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
                  else "the decoder alone")
         return (f"steps {step + 1}-{cfg.steps}, {which} ({cfg.loss} loss) on the codes compress writes "
                 f"at a random quality, effort {cfg.effort}; encoder, codebooks and prior stay {cfg.init}'s")
+    if phase == "encoder":
+        widths = ",".join(map(str, cfg.model.channels))
+        return (f"steps {step + 1}-{cfg.steps}, an encoder of widths {widths} learning {cfg.init}'s latents; "
+                f"codebooks, prior and decoders stay {cfg.init}'s")
     views = m["views"]
     why = (f"auto for a {cfg.steps}-step run" if m["views_chosen"] == "auto" else "--prior-views") + \
         "; --prior-views 1, 2, 8 or 32 trades time for a better prior"
@@ -86,16 +93,17 @@ class PlainProgress:
         elif event is None:
             step = m["step"]
             if self.lines.due(step, self.cfg.steps) or "val_psnr" in m:
-                phase = "decoder" if self.cfg.decoder_only else "train" if m["stages"] else "pretrain"
+                phase = ("decoder" if self.cfg.decoder_only else "encoder" if self.cfg.encoder_only
+                         else "train" if m["stages"] else "pretrain")
                 self._print(f"step {step}/{self.cfg.steps} phase {phase} {_step_info(m)}")
 
 
-def _widths(text: str) -> tuple[int, ...]:
-    """--decoder-channels as a tuple of ints (empty text: none)."""
+def _widths(text: str, option: str) -> tuple[int, ...]:
+    """--decoder-channels or --encoder-channels as a tuple of ints (empty text: none)."""
     try:
         return tuple(int(w) for w in text.split(",")) if text.strip() else ()
     except ValueError:
-        raise ValueError(f"--decoder-channels takes comma-separated whole numbers, got {text!r}") from None
+        raise ValueError(f"{option} takes comma-separated whole numbers, got {text!r}") from None
 
 
 def train(
@@ -142,6 +150,14 @@ def train(
         help="The decoder's widths per scale, finest first, comma-separated (e.g. 32,64,128); empty: the "
              "encoder's mirrored. With --decoder-only --init MODEL, a narrower decoder than MODEL's starts from "
              "its most important channels: it decodes faster and still reads MODEL's files.")] = "",
+    encoder_channels: Annotated[str, typer.Option(
+        help="The encoder's widths per scale, finest first, comma-separated (default 64,96,128, or with --init "
+             "MODEL, MODEL's). With --encoder-only --init MODEL: narrower widths than MODEL's, for a faster "
+             "encoder.")] = "",
+    encoder_only: Annotated[bool, typer.Option(
+        "--encoder-only", help="Distil a narrower encoder (--encoder-channels) from --init's: it starts from that "
+             "encoder's most important channels and learns its latents on training crops. Codebooks, prior and "
+             "decoders stay as they are, so the new model reads every file the --init model wrote.")] = False,
     effort: Annotated[Optional[int], typer.Option(
         min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
              f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {DEFAULT_EFFORT}).",
@@ -168,14 +184,16 @@ def train(
     Example: vqcodec train --data photos/ --val val/ --steps 200 --out m.safetensors
 
     With --decoder-only --init MODEL, only MODEL's decoder is fine-tuned, on the codes compress
-    writes (its stages, rate weights and prior), with --loss mse or ms-ssim.
+    writes (its stages, rate weights and prior), with --loss mse or ms-ssim. With --encoder-only
+    --init MODEL --encoder-channels W, a narrower encoder learns MODEL's latents.
     """
     from vqcodec.model import ModelConfig  # here, so other commands start without torch
     from vqcodec.pricing import parse_weights
     from vqcodec.train import TrainConfig, train as run_training
 
     try:
-        widths = _widths(decoder_channels)
+        widths = _widths(decoder_channels, "--decoder-channels")
+        encoder_widths = _widths(encoder_channels, "--encoder-channels")
         model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
                             decoder_channels=widths, description=f"trained by vqcodec train on {data}")
         weights = parse_weights(rate_weights)
@@ -184,7 +202,8 @@ def train(
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
                           seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
                           decoder_only=decoder_only, loss=loss, effort=effort, top_decoder_from=top_decoder_from,
-                          decoder_from=decoder_from, priced=priced)
+                          decoder_from=decoder_from, priced=priced, encoder_channels=encoder_widths,
+                          encoder_only=encoder_only)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)

@@ -104,6 +104,12 @@ class TrainConfig:
     decoder_from: Path | None = None
     """A model file whose decoder the `decoder_only` run starts from instead of `init`'s (it must read `init`'s
     streams, e.g. an earlier fine-tune of it)."""
+    encoder_channels: tuple[int, ...] = ()
+    """The encoder's widths when asked (they replace `model.channels`); empty: `model.channels`, or with `init`
+    the start model's."""
+    encoder_only: bool = False
+    """Distil a narrower encoder (`model.channels`) from `init`'s (`vqcodec.encoder_distillation`); the rest of
+    the model stays `init`'s."""
     priced: bool = False
     """Joint training picks codes rate-aware, priced by `init`'s prior and rate weights (`pricing.table_penalty`),
     as compress does, instead of nearest: the EMA codebooks become the centroids of the codes coding really
@@ -116,6 +122,8 @@ class TrainConfig:
             self.checkpoint = self.out.with_suffix(".ckpt")
         if self.log is None:
             self.log = self.out.with_suffix(".jsonl")
+        if self.encoder_channels:
+            self.model = replace(self.model, channels=tuple(self.encoder_channels))
         if self.pretrain_steps is None:
             self.pretrain_steps = 0 if self.init is not None else self.steps // 10
         if self.pretrain_steps >= self.steps:
@@ -139,6 +147,13 @@ class TrainConfig:
             self.effort = check_effort(self.effort)
         elif self.top_decoder_from or self.decoder_from is not None:
             raise ValueError("--top-decoder-from and --decoder-from are for --decoder-only runs")
+        if self.encoder_only and (self.init is None or self.decoder_only or self.priced or self.rate_weights):
+            raise ValueError("--encoder-only distils a narrower encoder from a model's: give it with --init (also "
+                             "when resuming), without --decoder-only, --priced or --rate-weights")
+        if self.encoder_only and not self.encoder_channels:
+            raise ValueError("--encoder-only needs --encoder-channels, the narrower encoder's widths")
+        if self.decoder_only and self.encoder_channels:
+            raise ValueError("--encoder-channels is not for --decoder-only runs: the encoder stays --init's")
         if self.priced and (self.init is None or self.decoder_only):
             raise ValueError("--priced fine-tunes a model whose prior prices the codes: give it with --init "
                              "(also when resuming), without --decoder-only")
@@ -217,9 +232,10 @@ def perplexity(indices: torch.Tensor, k: int) -> float:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: Path, net: VQVAE, opt: torch.optim.Optimizer, step: int, kmeans_done: bool) -> None:
-    """Weights (EMA state included), optimizer, RNG and step, written atomically."""
-    state = {
+def save_checkpoint(path: Path, net: VQVAE, opt: torch.optim.Optimizer, step: int, kmeans_done: bool,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Weights (EMA state included), optimizer, RNG and step, and a mode's `extra` entries, written atomically."""
+    state = {**(extra or {}),
         "model": net.state_dict(),
         "optimizer": opt.state_dict(),
         "step": step,
@@ -277,11 +293,12 @@ def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device
     net.set_linear_transform(mean.float().to(device), basis.reshape(d, 3, s, s).float().to(device))
 
 
-def _inherit(asked: ModelConfig, source: ModelConfig) -> ModelConfig:
+def _inherit(asked: ModelConfig, source: ModelConfig, encoder_asked: bool = False) -> ModelConfig:
     """The config of a fine-tune of `source`: `asked`, with what the command line does not set taken from
-    `source` (decoder widths unless asked, the default quality and a second decoder when the stage counts
-    agree); a stage count that differs is refused by `start_from_model`."""
-    inherited = replace(asked, decoder_channels=asked.decoder_channels or source.decoder_channels)
+    `source` (encoder and decoder widths unless asked, the default quality and a second decoder when the stage
+    counts agree); a stage count that differs is refused by `start_from_model`."""
+    inherited = replace(asked, channels=asked.channels if encoder_asked else source.channels,
+                        decoder_channels=asked.decoder_channels or source.decoder_channels)
     if asked.num_stages != source.num_stages:
         return inherited
     return replace(inherited, default_quality=source.default_quality, top_decoder_from=source.top_decoder_from)
@@ -524,15 +541,20 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     `{"event": "prior", "image": i, "images": n, ...}` after each training image the prior counts
     (the prior fit encodes every view of every image: minutes on a long run). On
     KeyboardInterrupt or SIGTERM a checkpoint is written and the interrupt re-raised.
-    Returns the trained network. With `cfg.decoder_only` the run is `decoder_tuning.tune_decoder` instead.
+    Returns the trained network. With `cfg.decoder_only` the run is `decoder_tuning.tune_decoder` instead, with
+    `cfg.encoder_only` `encoder_distillation.distill_encoder`.
     """
     if cfg.decoder_only:
         from vqcodec.decoder_tuning import tune_decoder  # it builds on this module
 
         return tune_decoder(cfg, on_step)
+    if cfg.encoder_only:
+        from vqcodec.encoder_distillation import distill_encoder  # it builds on this module
+
+        return distill_encoder(cfg, on_step)
     start_model = load_model(cfg.init) if cfg.init is not None else None
     if start_model is not None:
-        cfg.model = _inherit(cfg.model, start_model.config)
+        cfg.model = _inherit(cfg.model, start_model.config, bool(cfg.encoder_channels))
 
     def event(record: dict[str, Any]) -> None:
         if on_step is not None:

@@ -1,0 +1,134 @@
+"""A narrower encoder distilled from a model's own (`vqcodec train --init M --encoder-only --encoder-channels W`).
+
+`compress` spends about half its time in the encoder network (`docs/benchmarks.md`), most of it in the
+convolutions at the two largest scales and the residual blocks. A narrower encoder runs faster; here it
+starts from the wide encoder's most important channels (`vqcodec.narrowing`) and learns to reproduce the
+wide encoder's latents (mean squared error) on training crops. Codebooks, entropy prior, rate weights and
+decoders stay the start model's, so the new model reads every file the start model wrote, and writes the
+same streams wherever its latents pick the same codes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb
+from vqcodec.decoder_tuning import CompressCodes, validate
+from vqcodec.errors import DataError
+from vqcodec.model import VQVAE, Encoder
+from vqcodec.narrowing import narrow_encoder
+from vqcodec.train import (TrainConfig, load_checkpoint, lr_at, pick_device, save_checkpoint, sigterm_as_interrupt,
+                           truncate_log, write_log)
+from vqcodec.zoo import load_model, save_model
+
+
+def encoder_id(encoder: Encoder) -> str:
+    """SHA-256 (hex) of an encoder's weights: which teacher a distillation checkpoint was learning."""
+    h = hashlib.sha256()
+    for key, value in sorted(encoder.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def distill_encoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> VQVAE:
+    """Train an encoder of widths `cfg.model.channels` to reproduce `cfg.init`'s encoder, checkpointing like
+    `train.train`, and write `cfg.out`: the start model with that encoder (named `cfg.model.name`), which reads
+    the start model's files. A resumed run takes everything but the encoder from `cfg.init`, which must have
+    the encoder the run was learning. Single process (CPU or one GPU)."""
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    start = load_model(cfg.init)
+    widths = cfg.model.channels
+    if len(widths) != len(start.config.channels):
+        raise DataError(f"--encoder-channels needs one width per scale of {cfg.init} ({len(start.config.channels)})")
+    if widths == start.config.channels:
+        raise DataError(f"--encoder-channels {','.join(map(str, widths))} are {cfg.init}'s own widths: "
+                        "give narrower ones")
+    config = replace(start.config, name=cfg.model.name, channels=widths,
+                     decoder_channels=start.config.decoder_widths)
+    net = VQVAE(config).to(device)
+    net.load_state_dict({k: v for k, v in start.net.state_dict().items() if not k.startswith("encoder.")},
+                        strict=False)
+    teacher = start.net.encoder.to(device).eval()
+    teacher_id = encoder_id(teacher)
+    dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
+    codes = CompressCodes(start, device)
+    val_images = [read_rgb(p) for p in find_images(cfg.val)[: cfg.val_images]] if cfg.val else []
+    net.eval()  # BatchNorm statistics stay those the student started from, as the inference form folds them
+    net.requires_grad_(False)
+    net.encoder.requires_grad_(True)
+    opt = torch.optim.Adam(net.encoder.parameters(), lr=cfg.lr)
+    step = 0
+    if cfg.resume is not None:
+        state = load_checkpoint(Path(cfg.resume))
+        if state.get("teacher") != teacher_id:
+            raise DataError(f"{cfg.resume}: that run was learning another encoder than {cfg.init}'s")
+        net.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state["model"].items()
+                                     if k.startswith("encoder.")})
+        opt.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        truncate_log(cfg.log, step)
+    else:
+        x = torch.stack([dataset[i] for i in range(min(cfg.batch_size, len(dataset)))]).to(device)
+        net.encoder.load_state_dict(narrow_encoder(teacher, config, x).state_dict())
+        cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        cfg.log.write_text("")
+        record: dict[str, Any] = {"step": 0, "event": "start", "mode": "encoder-only", "images": len(dataset),
+                                  "device": str(device), "init": str(cfg.init),
+                                  "init_fingerprint": start.fingerprint.hex(), "encoder_channels": list(widths)}
+        if val_images:
+            record["teacher"] = validate(start.net.to(device), codes, val_images, device)
+        write_log(cfg.log, record)
+    if on_step is not None:
+        on_step({"event": "phase", "phase": "encoder", "step": step})
+    sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
+                        pin_memory=device.type == "cuda")
+    extra = {"teacher": teacher_id}
+    with sigterm_as_interrupt():
+        try:
+            for x in loader:
+                metrics = _step(net, teacher, opt, x.to(device, non_blocking=True), step, cfg)
+                step += 1
+                if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
+                    metrics.update(validate(net, codes, val_images, device))
+                write_log(cfg.log, metrics)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save_checkpoint(cfg.checkpoint, net, opt, step, True, extra)
+                if on_step is not None:
+                    on_step(metrics)
+        except KeyboardInterrupt:
+            save_checkpoint(cfg.checkpoint, net, opt, step, True, extra)
+            write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
+            raise
+    net.eval()
+    save_model(net.cpu(), start.prior, cfg.out, start.rate_weights, decodes=(start.fingerprint, *start.decodes))
+    write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
+    return net
+
+
+def _step(net: VQVAE, teacher: Encoder, opt: torch.optim.Optimizer, x: torch.Tensor, step: int,
+          cfg: TrainConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    with torch.no_grad():
+        target = teacher(x - 0.5)
+    loss = F.mse_loss(net.embed(x), target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    snr = 10.0 * torch.log10(target.pow(2).mean() / loss.detach().clamp_min(1e-20)).item()
+    return {"step": step + 1, "loss": round(loss.item(), 8), "snr": round(snr, 3), "lr": lr_at(step, cfg),
+            "seconds": round(time.perf_counter() - t0, 3)}
