@@ -239,12 +239,24 @@ def test_files_of_the_first_defaults_decode_with_perceptual(kodak_crop, short_id
     assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
 
 
+def test_files_of_short_id_9_decode_with_todays_default(kodak_crop) -> None:
+    """Short id 10 is short id 9 with a narrower encoder distilled from its own (`train --encoder-only`): the
+    codebooks, prior and decoders are id 9's, so id 9's files decode with it, to the pixels its own streams
+    give."""
+    previous, default = container.SHIPPED_MODELS[9], load_model("default")
+    assert default.fingerprint == container.SHIPPED_MODELS[10] and default.decodes[0] == previous
+    assert registry.find_shipped(previous) == ["default"]
+    data = codec.compress(kodak_crop, default, 5)
+    assert codec.decompress(named(data, previous)).tobytes() == codec.decompress(data).tobytes()
+
+
 @pytest.mark.parametrize("short_id", [4, 5, 6, 8])
 def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, short_id: int) -> None:
     """Short ids 4, 5, 6 and 8 name `default`s of vqcodec 0.1.0 whose codebooks no shipped model has (today's
     was retrained): decompress names the release that reads them instead of failing on a model id alone."""
     retired = container.SHIPPED_MODELS[short_id]
     assert registry.find_shipped(retired) == []
+    assert registry.describe(retired) == f"{retired[:4].hex()} (short id {short_id}, read by vqcodec 0.1.0)"
     data = codec.compress(kodak_crop, load_model("default"), 3)
     old = named(data, retired)
     with pytest.raises(VqzError, match=rf"\(short id {short_id}\), which this vqcodec no longer ships: "

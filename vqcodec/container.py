@@ -57,6 +57,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     7: bytes.fromhex("61c5f844a8f3cb0b10289e81354e31d2bf3dba38a7331e916228855d6667263c"),  # perceptual, no EMA sums
     8: bytes.fromhex("7e9855232e550208ed7ed5d0b2ab740eca27637a3765bdd147788d6c2b229bf6"),  # default, top decoder
     9: bytes.fromhex("1608be9002c531d089138707880a50513c7aebb2980f234aa6f33cc177dedb60"),  # default, priced training
+    10: bytes.fromhex("aad580e6a8552e4c966ebb9b26b8aef869a37ab5cf7053b622680cb37fd60044"),  # default, narrower encoder
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 

@@ -19,7 +19,7 @@ import struct
 from importlib import resources
 from pathlib import Path
 
-from vqcodec.container import MODEL_ID_BYTES
+from vqcodec.container import LAST_SHIPPED_IN, MODEL_ID_BYTES, SHORT_IDS
 from vqcodec.errors import ModelError
 
 DECODES_KEY = "decodes"
@@ -99,9 +99,13 @@ def find_shipped(model_id: bytes) -> list[str]:
 
 def describe(model_id: bytes) -> str:
     """A model id as people read it: the shipped model's name and the id in hex, the id and the descendant
-    that reads it when the model itself is not installed, or the id alone."""
+    that reads it when the model itself is not installed, the id and the release that reads it for a
+    retired model no shipped model reads (`LAST_SHIPPED_IN`), or the id alone."""
     depth, names = _nearest(model_id)
     shown = model_id[:MODEL_ID_BYTES].hex()
+    short = SHORT_IDS.get(bytes(model_id))
+    if not names and short in LAST_SHIPPED_IN:
+        return f"{shown} (short id {short}, read by vqcodec {LAST_SHIPPED_IN[short]})"
     if len(names) != 1:
         return shown
     return f"{names[0]} ({shown})" if depth == 0 else f"{shown} (read by its descendant '{names[0]}')"
