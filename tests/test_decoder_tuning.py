@@ -120,9 +120,9 @@ def test_training_codes_are_the_codes_compress_writes(start_path: Path, effort: 
     assert quality_at(7, 0, 5) == quality_at(7, 0, 5)
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Path, tuned_path: Path,
-                                                     tmp_path: Path) -> None:
-    cfg = config(folder, tmp_path / "m.safetensors", start_path)
+def stop_and_resume(cfg: TrainConfig, resumed: TrainConfig, uninterrupted: Path) -> None:
+    """Run `cfg` to step 2 of 4, interrupt it, finish it with `resumed` (its checkpoint), and check that the
+    model equals the `uninterrupted` run's and that the log has every step once."""
 
     def stop_at_2(metrics: dict) -> None:
         if metrics.get("step") == 2:
@@ -130,11 +130,18 @@ def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Pa
 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_step=stop_at_2)
-    train(config(folder, cfg.out, start_path, resume=cfg.checkpoint))
-    for (key, a), b in zip(load_model(tuned_path).net.state_dict().items(), load_model(cfg.out).net.state_dict().values()):
+    train(resumed)
+    for (key, a), b in zip(load_model(uninterrupted).net.state_dict().items(),
+                           load_model(cfg.out).net.state_dict().values()):
         assert torch.equal(a, b), key
     steps = [r["step"] for r in map(json.loads, cfg.log.read_text().splitlines()) if "loss" in r]
     assert steps == [1, 2, 3, 4]
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Path, tuned_path: Path,
+                                                     tmp_path: Path) -> None:
+    cfg = config(folder, tmp_path / "m.safetensors", start_path)
+    stop_and_resume(cfg, config(folder, cfg.out, start_path, resume=cfg.checkpoint), tuned_path)
 
 
 def test_ms_ssim_loss_and_the_validation_it_logs(folder: Path, start_path: Path, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import torch
 
 from tests.conftest import TINY, synthetic_image
 from tests.test_cli import run
-from tests.test_decoder_tuning import folder, start_path  # noqa: F401 (fixtures)
+from tests.test_decoder_tuning import config as decoder_config
+from tests.test_decoder_tuning import folder, start_path, stop_and_resume  # noqa: F401 (fixtures)
 from vqcodec import codec
 from vqcodec.errors import DataError
 from vqcodec.train import TrainConfig, train
@@ -24,10 +25,9 @@ NARROW = (4, 6)
 
 
 def config(folder: Path, out: Path, init: Path, **kw: object) -> TrainConfig:
-    base = dict(data=folder, val=folder, out=out, model=TINY, init=init, encoder_only=True, encoder_channels=NARROW, steps=4, batch_size=2, crop=16, val_every=4, val_images=2, checkpoint_every=2,
-                workers=0, lr=1e-2)
-    base.update(kw)
-    return TrainConfig(**base)
+    """The decoder-only tests' tiny run, distilling an encoder of widths `NARROW` instead."""
+    return decoder_config(folder, out, init, **{"decoder_only": False, "encoder_only": True,
+                                                "encoder_channels": NARROW, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -90,18 +90,7 @@ def test_the_student_learns_the_teachers_latents(folder: Path, start_path: Path,
 def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Path, student_path: Path,
                                                      tmp_path: Path) -> None:
     cfg = config(folder, tmp_path / "m.safetensors", start_path)
-
-    def stop_at_2(metrics: dict) -> None:
-        if metrics.get("step") == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, on_step=stop_at_2)
-    train(config(folder, cfg.out, start_path, resume=cfg.checkpoint))
-    for (key, a), b in zip(load_model(student_path).net.state_dict().items(), load_model(cfg.out).net.state_dict().values()):
-        assert torch.equal(a, b), key
-    steps = [r["step"] for r in map(json.loads, cfg.log.read_text().splitlines()) if "loss" in r]
-    assert steps == [1, 2, 3, 4]
+    stop_and_resume(cfg, config(folder, cfg.out, start_path, resume=cfg.checkpoint), student_path)
     # a checkpoint learns one teacher: resuming it against another model's encoder is refused
     with pytest.raises(DataError, match="another encoder"):
         train(config(folder, cfg.out, student_path, resume=cfg.checkpoint, encoder_channels=(2, 3)))
