@@ -10,7 +10,6 @@ same streams wherever its latents pick the same codes.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,16 +27,13 @@ from vqcodec.model import VQVAE, Encoder
 from vqcodec.narrowing import narrow_encoder
 from vqcodec.train import (TrainConfig, load_checkpoint, lr_at, pick_device, save_checkpoint, sigterm_as_interrupt,
                            truncate_log, write_log)
-from vqcodec.zoo import load_model, save_model
+from vqcodec.zoo import fingerprint, load_model, save_model
 
 
 def encoder_id(encoder: Encoder) -> str:
-    """SHA-256 (hex) of an encoder's weights: which teacher a distillation checkpoint was learning."""
-    h = hashlib.sha256()
-    for key, value in sorted(encoder.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    """The fingerprint (`zoo.fingerprint`, hex) of an encoder's weights: which teacher a distillation checkpoint
+    was learning."""
+    return fingerprint(dict(encoder.state_dict()), "").hex()
 
 
 def distill_encoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> VQVAE:
