@@ -28,16 +28,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
-from torch.utils.data import DataLoader
 
 from vqcodec import codec, pricing
-from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb
+from vqcodec.data import CropDataset, find_images, read_rgb
 from vqcodec.effort import EFFORT_BEAMS, check_effort
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
+from vqcodec.step_loop import run_steps
 from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
-                           psnr, save_checkpoint, sigterm_as_interrupt, truncate_log, write_log)
+                           psnr, truncate_log, write_log)
 from vqcodec.zoo import CodecModel, load_model, save_model
 
 
@@ -188,27 +188,9 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
                              "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
                              "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,
                              "decoder_from": None if cfg.decoder_from is None else str(cfg.decoder_from)})
-    if on_step is not None:
-        on_step({"event": "phase", "phase": "decoder", "step": step})
-    sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
-                        pin_memory=device.type == "cuda")
-    with sigterm_as_interrupt():
-        try:
-            for x in loader:
-                metrics = _step(net, opt, codes, x.to(device, non_blocking=True), step, cfg, lowest)
-                step += 1
-                if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
-                    metrics.update(validate(net, codes, val_images, device))
-                write_log(cfg.log, metrics)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save_checkpoint(cfg.checkpoint, net, opt, step, True)
-                if on_step is not None:
-                    on_step(metrics)
-        except KeyboardInterrupt:
-            save_checkpoint(cfg.checkpoint, net, opt, step, True)
-            write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
-            raise
+    step = run_steps(cfg, "decoder", net, opt, dataset, device, step,
+                     lambda x, done: _step(net, opt, codes, x, done, cfg, lowest),
+                     lambda: validate(net, codes, val_images, device), on_step)
     net.eval()
     lineage = (start_model.fingerprint, *start_model.decodes)
     save_model(net.cpu(), start_model.prior, cfg.out, codes.rate_weights, decodes=lineage)

@@ -18,15 +18,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb
+from vqcodec.data import CropDataset, find_images, read_rgb
 from vqcodec.decoder_tuning import CompressCodes, validate
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, Encoder
 from vqcodec.narrowing import narrow_encoder
-from vqcodec.train import (TrainConfig, load_checkpoint, lr_at, pick_device, save_checkpoint, sigterm_as_interrupt,
-                           truncate_log, write_log)
+from vqcodec.step_loop import run_steps
+from vqcodec.train import TrainConfig, load_checkpoint, lr_at, pick_device, truncate_log, write_log
 from vqcodec.zoo import fingerprint, load_model, save_model
 
 
@@ -86,28 +85,9 @@ def distill_encoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] 
         if val_images:
             record["teacher"] = validate(start.net.to(device), codes, val_images, device)
         write_log(cfg.log, record)
-    if on_step is not None:
-        on_step({"event": "phase", "phase": "encoder", "step": step})
-    sampler = StepBatchSampler(step, cfg.steps, cfg.batch_size)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
-                        pin_memory=device.type == "cuda")
-    extra = {"teacher": teacher_id}
-    with sigterm_as_interrupt():
-        try:
-            for x in loader:
-                metrics = _step(net, teacher, opt, x.to(device, non_blocking=True), step, cfg)
-                step += 1
-                if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps):
-                    metrics.update(validate(net, codes, val_images, device))
-                write_log(cfg.log, metrics)
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save_checkpoint(cfg.checkpoint, net, opt, step, True, extra)
-                if on_step is not None:
-                    on_step(metrics)
-        except KeyboardInterrupt:
-            save_checkpoint(cfg.checkpoint, net, opt, step, True, extra)
-            write_log(cfg.log, {"step": step, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
-            raise
+    step = run_steps(cfg, "encoder", net, opt, dataset, device, step,
+                     lambda x, done: _step(net, teacher, opt, x, done, cfg),
+                     lambda: validate(net, codes, val_images, device), on_step, {"teacher": teacher_id})
     net.eval()
     save_model(net.cpu(), start.prior, cfg.out, start.rate_weights, decodes=(start.fingerprint, *start.decodes))
     write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})

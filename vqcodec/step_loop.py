@@ -1,0 +1,55 @@
+"""The step loop of the single-process fine-tune modes (`--decoder-only`, `--encoder-only`).
+
+Both modes train part of a start model on training crops for `cfg.steps` steps and share everything
+around the step itself: the batches (`StepBatchSampler`, so a resumed run sees the crops an uninterrupted
+one would), validation every `cfg.val_every` steps and at the end, one JSONL record per step, checkpoints
+every `cfg.checkpoint_every` steps and at the end, and a checkpoint on Ctrl-C or SIGTERM before the
+interrupt goes on. The full recipe (`train.train`, with DDP and its phases) keeps its own loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from vqcodec.data import CropDataset, StepBatchSampler, ignore_stop_signal
+from vqcodec.model import VQVAE
+from vqcodec.train import TrainConfig, save_checkpoint, sigterm_as_interrupt, write_log
+
+Step = Callable[[torch.Tensor, int], dict[str, Any]]
+"""One optimisation step: (batch on the device, steps done before it) -> its log record."""
+
+
+def run_steps(cfg: TrainConfig, phase: str, net: VQVAE, opt: torch.optim.Optimizer, dataset: CropDataset,
+              device: torch.device, first: int, step: Step, validate: Callable[[], dict[str, Any]],
+              on_step: Callable[[dict[str, Any]], None] | None = None,
+              extra: dict[str, Any] | None = None) -> int:
+    """Run steps `first`..`cfg.steps` of a fine-tune's `phase`, validating, logging and checkpointing (`extra`
+    goes into every checkpoint); returns the steps done. `validate` gives the validation entries of a record
+    and is called only when `cfg.val` is set; `on_step` gets the phase's start, then every step's record."""
+    if on_step is not None:
+        on_step({"event": "phase", "phase": phase, "step": first})
+    sampler = StepBatchSampler(first, cfg.steps, cfg.batch_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
+                        pin_memory=device.type == "cuda")
+    done = first
+    with sigterm_as_interrupt():
+        try:
+            for x in loader:
+                metrics = step(x.to(device, non_blocking=True), done)
+                done += 1
+                if cfg.val and (done % cfg.val_every == 0 or done == cfg.steps):
+                    metrics.update(validate())
+                write_log(cfg.log, metrics)
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    save_checkpoint(cfg.checkpoint, net, opt, done, True, extra)
+                if on_step is not None:
+                    on_step(metrics)
+        except KeyboardInterrupt:
+            save_checkpoint(cfg.checkpoint, net, opt, done, True, extra)
+            write_log(cfg.log, {"step": done, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
+            raise
+    return done
