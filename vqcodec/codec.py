@@ -95,10 +95,15 @@ TILE_CELLS = 128
 every tile holds at most TILE_CELLS**2 cells."""
 HALO_CELLS = 8
 """Grid cells of context added on every side of a tile; wider than the networks' receptive fields."""
-QUANTIZE_ROWS = 4096
+QUANTIZE_ROWS = 1024
 """Grid cells quantized at once (divided by the beam width at effort > 0): the (cells x codes) score
-matrices, 8 MB at 512 codes, stay in cache between the passes over them. On a 768x512 image at quality 6,
-one thread, 16,384 cells at once took 113 ms greedy and 245 ms at effort 1; 4,096 took 80 and 169 ms."""
+matrices, 2 MB at 512 codes, stay in cache between the passes over them, and are small enough to be reused
+rather than mapped afresh by the allocator. The codes do not depend on it. Compressing 8 Kodak images at
+quality 5 in one process (one thread, model load included), 1,024 against 4,096 cells: 0.96 times the wall
+time (median of 10 pairs, spread 0.83-1.20) and two thirds of the system time. Quantizing kodim19 alone
+(768x512, quality 5, effort 1, interleaved) took 111 against 155 ms, but the same comparison repeated
+phase by phase (`python -m vqcodec.bench.profile`) showed no gain: the figure moves with the allocator's
+state."""
 
 
 def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slice, slice]]:
