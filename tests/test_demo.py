@@ -42,7 +42,7 @@ def test_default_qualities_span_the_model(default_model: CodecModel, tiny_model:
         assert qs[0] == 1 and qs[-1] == top
         assert qs == sorted(set(qs))
         assert all(q == top or q & (q - 1) == 0 for q in qs)
-    assert default_qualities(default_model) == [1, 2, 4, 8, 16, 22]
+    assert default_qualities(default_model) == [1, 2, 4, 8, 16, 28]
 
 
 def test_run_demo_writes_figures_and_summary(tmp_path: Path, images: list[Path], tiny_model: CodecModel) -> None:

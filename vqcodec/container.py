@@ -58,6 +58,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     8: bytes.fromhex("7e9855232e550208ed7ed5d0b2ab740eca27637a3765bdd147788d6c2b229bf6"),  # default, top decoder
     9: bytes.fromhex("1608be9002c531d089138707880a50513c7aebb2980f234aa6f33cc177dedb60"),  # default, priced training
     10: bytes.fromhex("aad580e6a8552e4c966ebb9b26b8aef869a37ab5cf7053b622680cb37fd60044"),  # default, narrower encoder
+    11: bytes.fromhex("1b917fc26665304dae35a870166c4460999b76feb081342423bf6649dc9ad223"),  # default, 26 stages
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 

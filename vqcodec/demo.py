@@ -86,7 +86,7 @@ class DemoReport:
 
 
 def default_qualities(model: CodecModel) -> list[int]:
-    """Powers of two below the model's top quality, and the top: 1, 2, 4, 8, 16, 22 for the default model."""
+    """Powers of two below the model's top quality, and the top: 1, 2, 4, 8, 16, 28 for the default model."""
     top = len(codec.quality_levels(model))
     return sorted({2**i for i in range(top.bit_length()) if 2**i < top} | {top})
 
