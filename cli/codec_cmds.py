@@ -95,7 +95,7 @@ def compress(
     inputs: Inputs,
     output: Output = None,
     model: ModelOpt = None,
-    quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's top quality: up to its stage count, that many stages; the two above (models with rate weights), every stage with bits priced less (default model: 1..26 and 27, 28). Default: the model's default quality (5 for the default model).")] = None,
+    quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's top quality. Default model: 1 and 2 code the image shrunk by 2 and 1.5 (4 stages each, for the lowest rates); 3..26 keep that many stages; 27 and 28 keep all 26 with bits priced less. Default: the model's default quality (5 for the default model).")] = None,
     target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
     effort: Annotated[int, typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, help="Encoder search: 0 (greedy, fastest), 1 (default, a beam of 2) to 4 (slowest, best image for its size); decoding is the same.")] = DEFAULT_EFFORT,
     jobs: Jobs = 1,
@@ -195,6 +195,7 @@ def info(inputs: Inputs) -> None:
         h = i.header
         line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, quality {h.stages}, "
                 f"{i.size} bytes, {i.bpp:.4f} bpp, format {h.version}, header {i.header_bytes} bytes"
+                + (f", coded at {h.coded_width}x{h.coded_height}" if h.reduced else "")
                 + (f", alpha {h.alpha_length} bytes" if h.alpha_length else "")
                 + f", quality ends at bytes {list(i.quality_ends)}")
         if i.truncated:

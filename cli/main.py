@@ -18,6 +18,7 @@ from .demo_cmd import demo
 from .tokens_cmd import detokenize, tokens
 from .train_cmd import train
 from .prior_cmd import fit_prior
+from .qualities_cmd import qualities
 from .stages_cmd import add_stages
 from .truncate_cmd import truncate
 from vqcodec.errors import VqcodecError
@@ -43,6 +44,7 @@ app.command()(tokens)
 app.command()(detokenize)
 app.command("fit-prior")(fit_prior)
 app.command("add-stages")(add_stages)
+app.command()(qualities)
 
 
 @app.callback()

@@ -205,9 +205,9 @@ def test_priced_models_have_lighter_priced_top_qualities(priced_model_path: Path
 
     priced = load_model(priced_model_path)
     s = TINY.num_stages
-    assert quality_levels(tiny_model) == tuple((q, 1.0) for q in range(1, s + 1))
+    assert quality_levels(tiny_model) == tuple((q, 1.0, 1.0) for q in range(1, s + 1))
     levels = quality_levels(priced)
-    assert levels == tuple((q, 1.0) for q in range(1, s + 1)) + tuple((s, x) for x in pricing.TOP_SCALES)
+    assert levels == tuple((q, 1.0, 1.0) for q in range(1, s + 1)) + tuple((s, x, 1.0) for x in pricing.TOP_SCALES)
     assert check_quality(priced, len(levels)) == len(levels)
     with pytest.raises(vqcodec.ArgumentError):
         check_quality(tiny_model, s + 1)

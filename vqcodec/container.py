@@ -1,12 +1,13 @@
-"""The `.vqz` container, version 3: a lean header, then the alpha plane and the stage streams, each checked.
+"""The `.vqz` container, versions 3 and 4: a lean header, then the alpha plane and the stage streams, each checked.
 
 Layout (`docs/format.md` documents it byte by byte):
 
     magic        4   b"\\x89VQZ"
-    version      1   3
+    version      1   3, or 4 for an image coded at a reduced size
     mode         1   1 = L, 2 = LA, 3 = RGB, 4 = RGBA
     width        v   varint, pixels
     height       v   varint, pixels
+    coded size   v+v version 4 only: width and height the pixels were coded at (then enlarged to width x height)
     model        1   short id of a model shipped with vqcodec (`SHIPPED_MODELS`), or 0: then ...
     fingerprint  4   ... the first 4 bytes of the model's SHA-256 fingerprint follow
     stages       1   S, number of quantizer stages stored (the quality)
@@ -41,7 +42,10 @@ from vqcodec.errors import VqzError
 MAGIC = b"\x89VQZ"
 V1_MAGIC = b"\x89VQZ\r\n\x1a\n"
 VERSION = 3
-READ_VERSIONS = (2, 3)
+"""The version of a file coded at its own size."""
+REDUCED_VERSION = 4
+"""The version of a file coded at a reduced size: version 3 with the coded width and height after the height."""
+READ_VERSIONS = (2, 3, 4)
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 ALPHA_MODES = ("LA", "RGBA")
@@ -81,7 +85,7 @@ CRC_BYTES = 4
 """Check after the last stage (version 3), and after every block (version 2)."""
 WORD = 4
 """Stage streams are whole 32-bit words of the range coder; trailing zero bytes of the last word are not stored."""
-MAX_HEADER = 4 + 1 + 1 + 5 + 5 + 1 + MODEL_ID_BYTES + 1 + 5 * MAX_STAGES + 5 + CRC_BYTES
+MAX_HEADER = 4 + 1 + 1 + 5 + 5 + 5 + 5 + 1 + MODEL_ID_BYTES + 1 + 5 * MAX_STAGES + 5 + CRC_BYTES
 """Longest possible header in any version read, in bytes: how much a reader needs to see to parse any header."""
 
 _CRC = struct.Struct("<I")
@@ -94,7 +98,9 @@ class VqzHeader:
     `model_id` is what the file pins of its model's fingerprint: all 32 bytes for a shipped
     model named by its short id, else the first 4. `stage_lengths` are the stored lengths
     (stream words with trailing zero bytes trimmed). `version` is the layout the file was
-    read in; `pack` always writes the current one.
+    read in; `pack` writes version 3, or 4 when the image was coded at a reduced size.
+    `reduced` is that size, (width, height), when smaller than the image's own; the decoder
+    decodes that many pixels and enlarges them (`codec.quality_levels`).
     """
 
     mode: str
@@ -104,6 +110,17 @@ class VqzHeader:
     stage_lengths: tuple[int, ...]
     alpha_length: int = 0
     version: int = VERSION
+    reduced: tuple[int, int] | None = None
+
+    @property
+    def coded_width(self) -> int:
+        """Width of the pixels the stage streams code."""
+        return self.reduced[0] if self.reduced else self.width
+
+    @property
+    def coded_height(self) -> int:
+        """Height of the pixels the stage streams code."""
+        return self.reduced[1] if self.reduced else self.height
 
     @property
     def stages(self) -> int:
@@ -141,6 +158,13 @@ def check_limits(width: int, height: int) -> None:
         raise VqzError(f"image size {width}x{height} is empty")
     if width * height > MAX_PIXELS:
         raise VqzError(f"image size {width}x{height} exceeds the format's limit of {MAX_PIXELS} pixels")
+
+
+def check_reduced(width: int, height: int, coded_width: int, coded_height: int) -> None:
+    """Refuse a coded size that is not a reduction of the image's: each side 1..its own, and not both equal
+    (an image coded at its own size is a version-3 file, so every file has one header)."""
+    if not (1 <= coded_width <= width and 1 <= coded_height <= height) or (coded_width, coded_height) == (width, height):
+        raise VqzError(f"coded size {coded_width}x{coded_height} is not a reduction of the image's {width}x{height}")
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -200,18 +224,20 @@ def _check_sizes(version: int, has_alpha: bool, stages: int) -> tuple[int, int, 
 
 
 def header_body(h: VqzHeader) -> bytes:
-    """The version-3 header bytes of `h` before its check (no field is validated: `pack_header` does that)."""
+    """The version-3 (or, coded at a reduced size, version-4) header bytes of `h` before its check (no field
+    is validated: `pack_header` does that)."""
     short = SHORT_IDS.get(bytes(h.model_id))
     model = bytes([short]) if short else b"\0" + bytes(h.model_id[:MODEL_ID_BYTES])
-    parts = [MAGIC, bytes([VERSION, MODE_CODES[h.mode]]), varint(h.width), varint(h.height), model,
-             bytes([h.stages]), *map(varint, h.stage_lengths)]
+    version = REDUCED_VERSION if h.reduced else VERSION
+    parts = [MAGIC, bytes([version, MODE_CODES[h.mode]]), varint(h.width), varint(h.height),
+             *(map(varint, h.reduced) if h.reduced else ()), model, bytes([h.stages]), *map(varint, h.stage_lengths)]
     if h.mode in ALPHA_MODES:
         parts.append(varint(h.alpha_length))
     return b"".join(parts)
 
 
 def assemble(body: bytes, blocks: Sequence[bytes]) -> bytes:
-    """A version-3 file from a header body and its blocks (alpha plane first, if any, then the stages).
+    """A version-3 or -4 file from a header body and its blocks (alpha plane first, if any, then the stages).
 
     Each block gets its check: the low byte of the CRC-32 of every byte before it, and the
     whole CRC-32 after the last block. `pack` writes files with it; fuzz tests forge with it.
@@ -235,10 +261,12 @@ def _check_header(h: VqzHeader) -> None:
     if (h.alpha_length > 0) != (h.mode in ALPHA_MODES) or h.alpha_length > MAX_BLOCK:
         raise ValueError(f"mode {h.mode} with an alpha plane of {h.alpha_length} bytes")
     check_limits(h.width, h.height)
+    if h.reduced is not None:
+        check_reduced(h.width, h.height, *h.reduced)
 
 
 def pack_header(h: VqzHeader) -> bytes:
-    """The version-3 header bytes of `h`, its check included (checked for consistency first)."""
+    """The version-3 (or -4) header bytes of `h`, its check included (checked for consistency first)."""
     _check_header(h)
     body = header_body(h)
     return body + bytes([zlib.crc32(body) & 0xFF])
@@ -258,13 +286,15 @@ def pack(f: VqzFile) -> bytes:
 
 
 def header_for(mode: str, width: int, height: int, model_id: bytes, streams: tuple[bytes, ...],
-               alpha: bytes = b"") -> VqzHeader:
-    """The header that describes these (untrimmed) streams and this alpha block, for a model of this fingerprint.
+               alpha: bytes = b"", reduced: tuple[int, int] | None = None) -> VqzHeader:
+    """The header that describes these (untrimmed) streams and this alpha block, for a model of this fingerprint,
+    the streams coding the image at size `reduced` (None: its own size).
 
     A shipped model keeps its full fingerprint (the file stores its short id), any other the first 4 bytes.
     """
     pinned = bytes(model_id) if bytes(model_id) in SHORT_IDS else bytes(model_id[:MODEL_ID_BYTES])
-    return VqzHeader(mode, width, height, pinned, tuple(len(trim(s)) for s in streams), len(alpha))
+    return VqzHeader(mode, width, height, pinned, tuple(len(trim(s)) for s in streams), len(alpha),
+                     reduced=reduced)
 
 
 def read_header(data: bytes) -> VqzHeader:
@@ -343,7 +373,8 @@ def truncate(data: bytes, quality: int) -> bytes:
         raise VqzError(f"this file stores qualities 1..{h.stages}; cannot truncate it to quality {quality}")
     if quality > len(f.streams):
         raise VqzError(f"this file was cut after quality {len(f.streams)}; cannot truncate it to quality {quality}")
-    short = VqzHeader(h.mode, h.width, h.height, h.model_id, h.stage_lengths[:quality], h.alpha_length)
+    short = VqzHeader(h.mode, h.width, h.height, h.model_id, h.stage_lengths[:quality], h.alpha_length,
+                      reduced=h.reduced)
     return pack(VqzFile(short, f.streams[:quality], f.alpha))
 
 
@@ -404,20 +435,25 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
     if not data.startswith(MAGIC):
         raise VqzError("not a .vqz file (bad magic bytes)")
     if data.startswith(V1_MAGIC):
-        raise VqzError("format version 1 file: this vqcodec reads versions 2 and 3 only "
+        raise VqzError("format version 1 file: this vqcodec reads versions 2 to 4 only "
                        "(decode it with vqcodec 0.1 and the model that wrote it)")
     if len(data) < 6:
         raise VqzError("truncated file: cut inside the header")
     version, mode_code = data[4], data[5]
     if version not in READ_VERSIONS:
-        raise VqzError(f"unsupported format version {version} (this vqcodec reads versions 2 and 3)")
+        raise VqzError(f"unsupported format version {version} (this vqcodec reads versions 2 to 4)")
     if mode_code not in MODES:
         raise VqzError(f"unknown image mode code {mode_code}")
     mode = MODES[mode_code]
     width, offset = _read_varint(data, 6, "width")
     height, offset = _read_varint(data, offset, "height")
+    reduced = None
+    if version == REDUCED_VERSION:
+        coded_width, offset = _read_varint(data, offset, "coded width")
+        coded_height, offset = _read_varint(data, offset, "coded height")
+        reduced = coded_width, coded_height
     short = 0
-    if version == 3:
+    if version >= 3:
         if offset >= len(data):
             raise VqzError("truncated file: cut inside the header")
         short = data[offset]
@@ -450,11 +486,13 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
                            "(a newer vqcodec wrote it)")
         model_id = SHIPPED_MODELS[short]
     check_limits(width, height)
+    if reduced is not None:
+        check_reduced(width, height, *reduced)
     if any(n > MAX_BLOCK for n in lengths) or alpha_len > MAX_BLOCK:
         raise VqzError("a block length exceeds the format's limit")
     if mode in ALPHA_MODES and alpha_len == 0:
         raise VqzError(f"mode {mode} but no alpha plane stored")
-    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len, version)
+    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len, version, reduced)
     return header, offset + check
 
 

@@ -55,22 +55,23 @@ def loss_of(name: str, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 class CompressCodes:
-    """Quantized latents as `compress` makes them at each quality: the start model's prior, its rate weights
-    (or others given), the quality levels they make (`codec.quality_levels`) and an encoder effort (default:
-    `compress`'s), applied to a network whose encoder and codebooks are frozen."""
+    """Quantized latents as `compress` makes them at each coding level (`codec.coding_levels`: 1..S stages,
+    then the lighter-priced top; a level's number is its stage count up to S): the start model's prior, its
+    rate weights (or others given) and an encoder effort (default: `compress`'s), applied to a network whose
+    encoder and codebooks are frozen. Reduced qualities code a shrunk image at one of these levels."""
 
     def __init__(self, start: CodecModel, device: torch.device, rate_weights: np.ndarray | None = None,
                  effort: int | None = None) -> None:
         self.prior = start.prior
         self.rate_weights = start.rate_weights if rate_weights is None else rate_weights
-        self.levels = codec.quality_levels(replace(start, rate_weights=self.rate_weights))
+        self.levels = codec.coding_levels(replace(start, rate_weights=self.rate_weights))
         self.beam = EFFORT_BEAMS[check_effort(effort)]
         self.device = device
 
     @torch.no_grad()
     def latents(self, net: VQVAE, x: torch.Tensor, quality: int) -> torch.Tensor:
-        """The decoder's input (B, D, h, w) for images `x` coded at `quality` (from 1)."""
-        stages, scale = self.levels[quality - 1]
+        """The decoder's input (B, D, h, w) for images `x` coded at level `quality` (from 1)."""
+        stages, scale, _ = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
         idx = net.quantizer.encode(_to_rows(z), stages, price, self.beam)

@@ -46,6 +46,13 @@ class ModelConfig:
     """The stage count from which a second decoder (`VQVAE.top_decoder`, same widths) decodes; 0: one decoder
     for every stage count. Latents of many stages need another synthesis than coarse ones: one decoder
     trained on both trades the low qualities for the top (`vqcodec.decoder_tuning`)."""
+    reduced_qualities: tuple[tuple[float, int], ...] = ()
+    """The lowest qualities, coded at a reduced size: (factor by which width and height shrink, stages) each,
+    lowest first (`codec.quality_levels`). Below about 0.15 bpp a smaller image with more stages gives a
+    better picture for its size than the full-size image with fewer."""
+    full_from: int = 1
+    """The fewest stages a full-size quality keeps: with reduced qualities, the full-size ones of fewer
+    stages give a worse picture than a reduced one of the same size, and are left out."""
 
     @property
     def stride(self) -> int:
@@ -64,23 +71,32 @@ class ModelConfig:
         if any(c < 1 for c in self.channels) or any(c < 1 for c in self.decoder_channels):
             raise ValueError(f"channel widths must be positive, got channels={self.channels}, "
                              f"decoder_channels={self.decoder_channels}")
-        if not 0 <= self.default_quality <= self.num_stages:
-            raise ValueError(f"default_quality must be 0 (the middle) or a stage count 1..{self.num_stages}, "
+        top = len(self.reduced_qualities) + self.num_stages - self.full_from + 1
+        if not 0 <= self.default_quality <= top:
+            raise ValueError(f"default_quality must be 0 (the middle) or a quality 1..{top}, "
                              f"got {self.default_quality}")
+        if any(not (isinstance(f, (int, float)) and f > 1) or not 1 <= k <= self.num_stages
+               for f, k in self.reduced_qualities):
+            raise ValueError(f"reduced_qualities need a shrink factor above 1 and a stage count 1..{self.num_stages} "
+                             f"each, got {self.reduced_qualities}")
+        if not 1 <= self.full_from <= self.num_stages:
+            raise ValueError(f"full_from must be a stage count 1..{self.num_stages}, got {self.full_from}")
         if self.top_decoder_from and not 2 <= self.top_decoder_from <= self.num_stages:
             raise ValueError(f"top_decoder_from must be 0 (one decoder) or a stage count 2..{self.num_stages}, "
                              f"got {self.top_decoder_from}")
 
     def to_json(self) -> str:
         """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
-        `default_quality`, and one decoder `top_decoder_from`, as files written before those fields existed have
-        them."""
+        `default_quality`, one decoder `top_decoder_from`, and full-size qualities alone `reduced_qualities` and
+        `full_from`, as files written before those fields existed have them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
-        for optional in ("default_quality", "top_decoder_from"):
+        for optional in ("default_quality", "top_decoder_from", "reduced_qualities"):
             if not fields[optional]:
                 del fields[optional]
+        if fields["full_from"] == 1:
+            del fields["full_from"]
         return json.dumps(fields, sort_keys=True)
 
     @classmethod
@@ -88,6 +104,7 @@ class ModelConfig:
         raw = json.loads(text)
         raw["channels"] = tuple(raw["channels"])
         raw["decoder_channels"] = tuple(raw.get("decoder_channels", ()))
+        raw["reduced_qualities"] = tuple((float(f), int(k)) for f, k in raw.get("reduced_qualities", ()))
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:

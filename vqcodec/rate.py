@@ -66,8 +66,13 @@ def _bisect(measure: Measure, quality: int, target: float, tolerance: float, ste
 
 
 def search(measure: Measure, stages: int, target_size: float, tolerance: float = TOLERANCE,
-           steps: int = 24) -> RatePoint:
-    """The setting whose size is closest to `target_size` (within `tolerance` when reachable)."""
+           steps: int = 24, family: Callable[[int], object] | None = None) -> RatePoint:
+    """The setting whose size is closest to `target_size` (within `tolerance` when reachable).
+
+    Of several settings within tolerance the one of least distortion wins. `family(quality)` says which
+    qualities' distortions compare (the latents of an image coded at one size): a neighbour of another
+    family is only taken when none of the target quality's own family lands within tolerance.
+    """
     full = [measure(q, 0.0)[0] for q in range(1, stages + 1)]
     first = next((q for q, size in enumerate(full, start=1) if size >= target_size), stages)
     candidates = [_bisect(measure, q, target_size, tolerance, steps) for q in range(first, min(first + 1, stages) + 1)]
@@ -75,6 +80,9 @@ def search(measure: Measure, stages: int, target_size: float, tolerance: float =
         size, dist = measure(first - 1, 0.0)
         candidates.append(RatePoint(first - 1, 0.0, size, dist))
     within = [p for p in candidates if abs(p.size - target_size) <= tolerance * target_size]
+    if family is not None:
+        own = [p for p in within if family(p.quality) == family(first)]
+        within = own or sorted(within, key=lambda p: abs(p.size - target_size))[:1]
     if within:
         return min(within, key=lambda p: p.distortion)
     return min(candidates, key=lambda p: abs(p.size - target_size))

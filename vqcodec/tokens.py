@@ -36,7 +36,7 @@ from PIL import Image
 from vqcodec import codec, container
 from vqcodec.batch import is_vqz
 from vqcodec.container import MODE_CODES, check_limits
-from vqcodec.errors import TokensError, VqzError
+from vqcodec.errors import ArgumentError, TokensError, VqzError
 from vqcodec.images import MAX_INPUT_PIXELS, assemble, load_image
 from vqcodec.safe_io import write_atomic
 from vqcodec.text import printable
@@ -78,6 +78,9 @@ def _from_vqz(path: Path, model: CodecModel, quality: int, max_pixels: int) -> I
     if grids.shape[0] < quality:
         raise VqzError(f"{path}: truncated file, holds {grids.shape[0]} complete stages of the {quality} asked")
     h = f.header
+    if h.reduced:
+        raise VqzError(f"{path}: coded at a reduced size ({h.coded_width}x{h.coded_height} for {h.width}x{h.height}); "
+                       "tokens are the grids of the image itself")
     alpha = codec.decode_alpha(f)
     return ImageTokens(path.name, grids, h.width, h.height, h.mode, alpha)
 
@@ -101,8 +104,8 @@ def vqz_quality(model: ModelLike, paths: Sequence[str | os.PathLike[str]]) -> in
         except VqzError as exc:
             raise VqzError(f"{path}: {exc}") from None
     fewest = min(stages)
-    for q, (kept, _) in enumerate(codec.quality_levels(m), start=1):
-        if kept >= fewest:
+    for q, level in enumerate(codec.quality_levels(m), start=1):
+        if level.shrink == 1 and level.stages >= fewest:
             return q
     raise VqzError(f"{paths[0]}: the files hold more stages than model '{m.name}' has")
 
@@ -121,7 +124,11 @@ def tokenize(images: Sequence[str | os.PathLike[str] | Image.Image], model: Mode
     if quality is None and images and all(map(_is_vqz, images)):
         quality = vqz_quality(m, images)
     q = codec.check_quality(m, quality)
-    stages = codec.quality_levels(m)[q - 1][0]
+    level = codec.quality_levels(m)[q - 1]
+    if level.shrink != 1:
+        raise ArgumentError(f"quality {q} of model '{m.name}' codes a shrunk image; tokens are the grids of the "
+                            f"image itself: choose a full-size quality ({codec.full_size_qualities(m)})")
+    stages = level.stages
     dtype = np.min_scalar_type(m.config.codebook_size - 1)
     items = []
     for i, source in enumerate(images):
