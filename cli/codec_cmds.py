@@ -193,7 +193,7 @@ def info(inputs: Inputs) -> None:
             err_console.print(printable(f"error: {error_line(src, exc)}"), markup=False, highlight=False)
             continue
         h = i.header
-        line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, quality {h.stages}, "
+        line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, {h.stages} stage{'s' * (h.stages != 1)}, "
                 f"{i.size} bytes, {i.bpp:.4f} bpp, format {h.version}, header {i.header_bytes} bytes"
                 + (f", coded at {h.coded_width}x{h.coded_height}" if h.reduced else "")
                 + (f", alpha {h.alpha_length} bytes" if h.alpha_length else "")
