@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image, features
 
 from vqcodec import codec as vq
-from vqcodec import container
+from vqcodec import container, ladder
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS, check_effort
 from vqcodec.zoo import load_model, shipped_models
 
@@ -113,8 +113,8 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
 
     fp = loaded.fingerprint.hex()
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
-    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}), quality = residual stages kept (above the "
-                   f"stage count: every stage, bits priced less), encoder effort {level} (beam {EFFORT_BEAMS[level]})")
+    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder effort {level} "
+                   f"(beam {EFFORT_BEAMS[level]})")
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level,
                 "vqz_format": container.VERSION}
     qualities = tuple(range(1, len(vq.quality_levels(loaded)) + 1))

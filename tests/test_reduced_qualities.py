@@ -167,3 +167,8 @@ def test_qualities_command_prints_the_ladder_and_writes_a_model_that_reads_the_o
     assert again.returncode == 1 and "exists" in again.stderr
     usage = run("qualities", tiny_model_path, "--reduced", "2:3")
     assert usage.returncode == 2 and "need --out" in usage.stderr
+
+
+def test_the_ladder_is_described_in_one_line(reduced_model: CodecModel, tiny_model: CodecModel) -> None:
+    assert ladder.describe(reduced_model) == "qualities 1-2: image shrunk by 2, 1.5 (3, 2 stages); 3-4: 2-3 stages"
+    assert ladder.describe(tiny_model) == "qualities 1-3: that many stages"

@@ -51,3 +51,26 @@ def relabel(model: CodecModel, reduced: tuple[tuple[float, int], ...], full_from
                             f"keep full-size qualities from {old.stages} stages or fewer")
     return replace(config, default_quality=levels.index(old) + 1)
 
+
+
+def describe(model: CodecModel) -> str:
+    """The ladder in one line, e.g. "qualities 1-2: image shrunk by 2, 1.5 (4, 4 stages); 3-26: that many
+    stages; 27-28: all 26 stages, bits priced less"."""
+    levels = codec.quality_levels(model)
+    reduced = [lv for lv in levels if lv.shrink != 1]
+    full = [lv for lv in levels if lv.shrink == 1 and lv.scale == 1]
+    top = len(levels) - len(reduced) - len(full)
+    parts = []
+    if reduced:
+        parts.append(f"{_span(1, len(reduced))}: image shrunk by {', '.join(f'{lv.shrink:g}' for lv in reduced)} "
+                     f"({', '.join(str(lv.stages) for lv in reduced)} stages)")
+    first = len(reduced) + 1
+    parts.append(f"{_span(first, first + len(full) - 1)}: "
+                 + ("that many stages" if full[0].stages == first else f"{full[0].stages}-{full[-1].stages} stages"))
+    if top:
+        parts.append(f"{_span(len(levels) - top + 1, len(levels))}: all {model.config.num_stages} stages, bits priced less")
+    return "qualities " + "; ".join(parts)
+
+
+def _span(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
