@@ -1,11 +1,12 @@
-"""Rate and PSNR of coding images shrunk, for choosing reduced qualities: `python -m vqcodec.bench.reduced DIR`.
+"""Rate, PSNR and MS-SSIM of coding images shrunk, for choosing reduced qualities: `python -m vqcodec.bench.reduced DIR`.
 
 Every image of DIR is shrunk by each `--factors` value (as `compress` shrinks for a reduced quality),
 coded with each stage count of `--stages` at full-size rate weights and the default effort, decoded and
 enlarged back (as `decompress` enlarges), and compared with the image itself: bpp over the image's own
-pixels, PSNR on 8-bit RGB, means over the images. Points that no other point beats in both (fewer
-bits and more dB, on the upper convex hull of the curve) are marked: those are worth a quality. The
-model card's choice of `default`'s reduced qualities comes from this on BSDS500 val.
+pixels, PSNR on 8-bit RGB and MS-SSIM (in dB of the mean, as the benchmark reports it), means over the
+images. Points on the upper convex hull of `--metric` against bpp (no mix of two others gives more
+for the rate) are marked: those are worth a quality. The model cards' choices of reduced qualities
+come from this on BSDS500 val (`--metric ms-ssim` for `perceptual`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ import numpy as np
 import torch
 
 from vqcodec import codec
+from . import metrics
 from vqcodec.data import find_images
 from vqcodec.images import load_image
 from vqcodec.zoo import ModelLike, as_model
 
 
-def measure(model: ModelLike, paths: list[Path], factors: list[float], stages: list[int]) -> dict[tuple[float, int], tuple[float, float]]:
-    """Mean (bpp, PSNR) of every image coded shrunk by each factor with each stage count."""
+def measure(model: ModelLike, paths: list[Path], factors: list[float],
+            stages: list[int]) -> dict[tuple[float, int], tuple[float, float, float]]:
+    """Mean (bpp, PSNR, MS-SSIM in dB) of every image coded shrunk by each factor with each stage count; the
+    MS-SSIM is NaN when an image is too small for its five scales."""
     m = as_model(model)
     ladder = replace(m.config, reduced_qualities=tuple((f, k) for f in factors if f > 1 for k in stages),
                      full_from=1, default_quality=0)
@@ -36,22 +40,24 @@ def measure(model: ModelLike, paths: list[Path], factors: list[float], stages: l
     levels = codec.quality_levels(probe)
     sums: dict[tuple[float, int], np.ndarray] = {}
     for path in paths:
-        image = load_image(path)
-        ref = image.rgb.astype(np.float64)
+        ref = load_image(path).rgb
         height, width = ref.shape[:2]
+        tensor = metrics.as_tensor(ref) if min(height, width) >= metrics.MIN_MS_SSIM_SIDE else None
         for q, level in enumerate(levels, start=1):
             if level.scale != 1 or (level.shrink == 1 and (1.0 not in factors or level.stages not in stages)):
                 continue
             data = codec.compress(path, probe, q)
-            out = np.asarray(codec.decompress(data, probe).convert("RGB"), dtype=np.float64)
-            psnr = 10 * np.log10(255.0**2 / max(np.mean((out - ref) ** 2), 1e-10))
+            out = np.asarray(codec.decompress(data, probe).convert("RGB"))
+            similarity = metrics.ms_ssim(tensor, out) if tensor is not None else float("nan")
             key = (level.shrink, level.stages)
-            sums[key] = sums.get(key, np.zeros(2)) + (8 * len(data) / (width * height), psnr)
-    return {key: (float(v[0]) / len(paths), float(v[1]) / len(paths)) for key, v in sums.items()}
+            sums[key] = sums.get(key, np.zeros(3)) + (metrics.bits_per_pixel(len(data), width, height),
+                                                      metrics.psnr(ref, out), similarity)
+    return {key: (v[0] / len(paths), v[1] / len(paths), metrics.ms_ssim_db(v[2] / len(paths)))
+            for key, v in sums.items()}
 
 
 def hull(points: dict[tuple[float, int], tuple[float, float]]) -> set[tuple[float, int]]:
-    """The points on the upper convex hull of PSNR against bpp: no mix of two others gives more dB for the rate."""
+    """The points on the upper convex hull of (bpp, quality): no mix of two others gives more for the rate."""
     order = sorted(points, key=lambda k: points[k])
     kept: list[tuple[float, int]] = []
     for key in order:
@@ -67,13 +73,14 @@ def hull(points: dict[tuple[float, int], tuple[float, float]]) -> set[tuple[floa
     return set(kept)
 
 
-def table(points: dict[tuple[float, int], tuple[float, float]]) -> str:
-    """The points in Markdown, by rate, hull points marked."""
-    on = hull(points)
-    lines = ["| shrink | stages | bpp | PSNR (dB) | on the hull |", "|---|---|---|---|---|"]
+def table(points: dict[tuple[float, int], tuple[float, float, float]], metric: str = "psnr") -> str:
+    """The points in Markdown, by rate, the points on the hull of `metric` (psnr or ms-ssim) marked."""
+    column = 1 if metric == "psnr" else 2
+    on = hull({key: (v[0], v[column]) for key, v in points.items()})
+    lines = [f"| shrink | stages | bpp | PSNR (dB) | MS-SSIM (dB) | on the {metric} hull |", "|---|---|---|---|---|---|"]
     for key in sorted(points, key=lambda k: points[k]):
-        bpp, psnr = points[key]
-        lines.append(f"| {key[0]:g} | {key[1]} | {bpp:.4f} | {psnr:.2f} | {'yes' if key in on else ''} |")
+        bpp, psnr, similarity = points[key]
+        lines.append(f"| {key[0]:g} | {key[1]} | {bpp:.4f} | {psnr:.2f} | {similarity:.3f} | {'yes' if key in on else ''} |")
     return "\n".join(lines)
 
 
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factors", default="1,1.25,1.5,1.75,2,2.5", help="shrink factors, 1 = full size")
     parser.add_argument("--stages", default="1-6", help="stage counts, e.g. 1-6 or 2,4")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images (sorted by name)")
+    parser.add_argument("--metric", choices=("psnr", "ms-ssim"), default="psnr", help="the quality the hull is of")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     try:
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = find_images(args.data)[: args.limit or None]
     if not paths or any(f < 1 for f in factors):
         sys.exit("error: no images found, or a factor below 1")
-    print(table(measure(args.model, paths, factors, stages)))
+    print(table(measure(args.model, paths, factors, stages), args.metric))
     print(f"\n{len(paths)} images of {args.data}")
 
 

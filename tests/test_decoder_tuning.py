@@ -273,11 +273,14 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
         codec.decompress(old)
 
 
-def test_files_of_perceptual_id_3_decode_the_same_with_its_repackaging(kodak_crop) -> None:
-    """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state): the same weights,
-    so id 3's files decode to the same pixels."""
-    old_id, perceptual = container.SHIPPED_MODELS[3], load_model("perceptual")
-    assert perceptual.fingerprint == container.SHIPPED_MODELS[7] and perceptual.decodes[0] == old_id
+@pytest.mark.parametrize("short_id", [3, 7])
+def test_files_of_perceptual_ids_3_and_7_decode_the_same_with_today_s(kodak_crop, short_id: int) -> None:
+    """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state), and today's (12) is id 7
+    with quality 1 coding the image shrunk (`vqcodec qualities`): the same weights, so their files decode to the
+    same pixels."""
+    old_id, perceptual = container.SHIPPED_MODELS[short_id], load_model("perceptual")
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[12]
+    assert perceptual.decodes[:2] == (container.SHIPPED_MODELS[7], container.SHIPPED_MODELS[3])
     data = codec.compress(kodak_crop, perceptual, 4)
     old = named(data, old_id)
     assert registry.find_shipped(old_id) == ["perceptual"]

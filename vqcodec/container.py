@@ -63,6 +63,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     9: bytes.fromhex("1608be9002c531d089138707880a50513c7aebb2980f234aa6f33cc177dedb60"),  # default, priced training
     10: bytes.fromhex("aad580e6a8552e4c966ebb9b26b8aef869a37ab5cf7053b622680cb37fd60044"),  # default, narrower encoder
     11: bytes.fromhex("1b917fc26665304dae35a870166c4460999b76feb081342423bf6649dc9ad223"),  # default, 26 stages
+    12: bytes.fromhex("6091ca63659f828787993fcdb40794ca45080667f6138d1961a7e67caef8bb22"),  # perceptual, shrunk quality 1
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
@@ -73,7 +74,7 @@ SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()
 LAST_SHIPPED_IN: dict[int, str] = {4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 8: "0.1.0"}
 """The last vqcodec release that ships a model no longer shipped, by short id, for models whose files no
 shipped model reads (a retrained model writes other streams): decompressing such a file says which release
-to use. Ids 1, 2, 3 and 7 are read by `perceptual` (short id 7)."""
+to use. Ids 1, 2, 3 and 7 are read by `perceptual` (short id 12)."""
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
 MAX_STAGES = 255
