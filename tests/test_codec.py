@@ -43,13 +43,19 @@ def test_default_model_reconstructs_a_photo(default_model, kodak_crop) -> None:
 def test_lower_quality_decodes_from_a_full_file(default_model, kodak_crop) -> None:
     # Greedy coding (effort 0) fixes each stage before the next, so a prefix of a full file is exactly
     # the file of that quality; searching efforts choose early stages for the full depth instead.
-    full = codec.compress(kodak_crop, default_model, default_model.config.num_stages, effort=0)
-    for q in (1, 3):
-        from_prefix = codec.decompress(full, quality=q)
-        direct = codec.decompress(codec.compress(kodak_crop, default_model, q, effort=0))
+    # A prefix of k stages is the full-size quality that keeps k stages (`decompress`'s quality counts stages).
+    levels = codec.quality_levels(default_model)
+
+    def keeping(stages: int) -> int:
+        return levels.index((stages, 1.0, 1.0)) + 1
+
+    full = codec.compress(kodak_crop, default_model, keeping(default_model.config.num_stages), effort=0)
+    for k in (3, 5):
+        from_prefix = codec.decompress(full, quality=k)
+        direct = codec.decompress(codec.compress(kodak_crop, default_model, keeping(k), effort=0))
         assert np.array_equal(np.asarray(from_prefix), np.asarray(direct))
     with pytest.raises(VqzError, match="qualities 1.."):
-        codec.decompress(codec.compress(kodak_crop, default_model, 2), quality=3)
+        codec.decompress(codec.compress(kodak_crop, default_model, keeping(3)), quality=4)
 
 
 def test_quality_is_validated(tiny_model) -> None:

@@ -246,16 +246,19 @@ def test_files_of_the_first_defaults_decode_with_perceptual(kodak_crop, short_id
     assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
 
 
-@pytest.mark.parametrize("short_id", [9, 10])
-def test_files_of_short_ids_9_and_10_decode_with_todays_default(kodak_crop, short_id: int) -> None:
-    """Short id 10 is short id 9 with a narrower encoder distilled from its own (`train --encoder-only`), and
-    today's (11) is id 10 with six more stages (`add-stages`): codebooks, prior tables and decoders of the
-    earlier stages are theirs, so their files decode with today's model, to the pixels its own streams give."""
+@pytest.mark.parametrize("short_id", [9, 10, 11])
+def test_files_of_short_ids_9_to_11_decode_with_todays_default(kodak_crop, short_id: int) -> None:
+    """Short id 10 is short id 9 with a narrower encoder distilled from its own (`train --encoder-only`), 11 is
+    id 10 with six more stages (`add-stages`), and today's (13) is id 11 with its second decoder fine-tuned
+    (`train --decoder-only`) and shrunk lowest qualities (`vqcodec qualities`): codebooks, prior tables and the
+    first decoder are theirs, so their files decode with today's model, to the pixels its own streams give
+    (quality 5: 5 stages of the image itself, the first decoder)."""
     previous, default = container.SHIPPED_MODELS[short_id], load_model("default")
-    assert default.fingerprint == container.SHIPPED_MODELS[11]
-    assert default.decodes[:2] == (container.SHIPPED_MODELS[10], container.SHIPPED_MODELS[9])
+    assert default.fingerprint == container.SHIPPED_MODELS[13]
+    assert default.decodes[1:4] == (container.SHIPPED_MODELS[11], container.SHIPPED_MODELS[10], container.SHIPPED_MODELS[9])
     assert registry.find_shipped(previous) == ["default"]
     data = codec.compress(kodak_crop, default, 5)
+    assert container.read_header(data).stages == 5 and container.read_header(data).reduced is None
     assert codec.decompress(named(data, previous)).tobytes() == codec.decompress(data).tobytes()
 
 

@@ -40,7 +40,7 @@ def test_tokens_equal_the_grids_compress_codes(images: list[Path], tiny_model: C
         assert t.name == path.name
 
 
-@pytest.mark.parametrize("quality", [1, 4])
+@pytest.mark.parametrize("quality", [3, 5])  # full-size qualities: tokens are grids of the image itself
 def test_save_load_detokenize_reproduces_decompress(tmp_path: Path, images: list[Path], quality: int,
                                                      default_model: CodecModel) -> None:
     model = default_model
@@ -104,14 +104,14 @@ def test_load_rejects_damaged_files(tmp_path: Path, images: list[Path], tiny_mod
 
 def test_detokenize_checks_model_and_grid(tmp_path: Path, images: list[Path], default_model: CodecModel) -> None:
     path = tmp_path / "t.npz"
-    save_tokens(tokenize(images[:1], default_model, quality=2), path)
+    save_tokens(tokenize(images[:1], default_model, quality=3), path)
     _rewrite(path, fingerprint=np.array("00" * 32))
     with pytest.raises(TokensError, match="not by the given model"):
         model_for_tokens(load_tokens(path))
     _rewrite(path, model=np.array("not-installed"))
     with pytest.raises(TokensError, match="not installed"):
         model_for_tokens(load_tokens(path))
-    save_tokens(tokenize(images[:1], default_model, quality=2), path, overwrite=True)
+    save_tokens(tokenize(images[:1], default_model, quality=3), path, overwrite=True)
     _rewrite(path, sizes=np.array([[200, 45]]))
     with pytest.raises(TokensError, match="does not fit"):
         detokenize(load_tokens(path).images[0], default_model)
@@ -178,7 +178,7 @@ def test_tokens_from_vqz_files_equal_tokens_from_their_images(tmp_path: Path, im
     with pytest.raises(VqzError, match="qualities 1..2"):
         tokenize(files[:1], tiny_model, 3)
     with pytest.raises(VqzError, match="not by the given model"):
-        tokenize(files[:1], "default", 1)  # the file was written by the tiny model
+        tokenize(files[:1], "default", 3)  # the file was written by the tiny model
 
 
 def test_tokens_of_vqz_files_default_to_every_stage_they_all_hold(tmp_path: Path, images: list[Path],

@@ -64,6 +64,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     10: bytes.fromhex("aad580e6a8552e4c966ebb9b26b8aef869a37ab5cf7053b622680cb37fd60044"),  # default, narrower encoder
     11: bytes.fromhex("1b917fc26665304dae35a870166c4460999b76feb081342423bf6649dc9ad223"),  # default, 26 stages
     12: bytes.fromhex("6091ca63659f828787993fcdb40794ca45080667f6138d1961a7e67caef8bb22"),  # perceptual, shrunk quality 1
+    13: bytes.fromhex("7c691daf1a8ac63232ca46cdf2bdb2f21b7b15094b6ce8e05043d194c4e9a3cc"),  # default, shrunk 1-2, top decoder
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
