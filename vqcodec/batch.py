@@ -161,9 +161,13 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
         seconds = time.perf_counter() - t0
     write_bytes_atomic(task.dst, data, overwrite=settings.force, inputs=[task.src])
     header = codec.info(data).header
-    asked = settings.quality if settings.target_bpp is None else None
-    what = f"quality {header.stages}" if asked is None or asked == header.stages else \
-        f"quality {asked} ({header.stages} stages)"
+    shrunk = f", coded at {header.coded_width}x{header.coded_height}" if header.reduced else ""
+    if settings.target_bpp is not None:
+        what = f"{header.stages} stage{'s' * (header.stages != 1)}{shrunk}"
+    else:
+        quality = codec.check_quality(model, settings.quality)
+        what = f"quality {quality}" + ("" if quality == header.stages and not shrunk else
+                                       f" ({header.stages} stage{'s' * (header.stages != 1)}{shrunk})")
     return Outcome(task, task.src.stat().st_size, len(data), header.width * header.height, seconds, what,
                    compressed=len(data))
 
@@ -191,7 +195,8 @@ def decompress_task(task: Task, model: CodecModel | None, settings: Settings) ->
         warnings.warn(f"{task.src}: truncated file, decoded quality {quality} from its complete stages",
                       VqcodecWarning, stacklevel=2)
     return Outcome(task, len(data), task.dst.stat().st_size, image.width * image.height, seconds,
-                   f"{image.width}x{image.height} {image.mode}, quality {quality}", compressed=len(data))
+                   f"{image.width}x{image.height} {image.mode}, {quality} stage{'s' * (quality != 1)}",
+                   compressed=len(data))
 
 
 ACTIONS = {"compress": compress_task, "decompress": decompress_task}
