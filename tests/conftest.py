@@ -27,15 +27,19 @@ def default_model() -> CodecModel:
     return load_model()
 
 
+def save_untrained(config: ModelConfig, path: Path) -> Path:
+    """An untrained model of `config` (seed 0) with a skewed prior, saved as a real model file at `path`."""
+    torch.manual_seed(0)
+    net = VQVAE(config).eval()
+    counts = np.arange(1, config.codebook_size + 1)[None].repeat(config.num_stages, 0) ** 2
+    save_model(net, FrequencyPrior(counts), path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small untrained model with a skewed prior, saved as a real model file."""
-    torch.manual_seed(0)
-    net = VQVAE(TINY).eval()
-    counts = np.arange(1, TINY.codebook_size + 1)[None].repeat(TINY.num_stages, 0) ** 2
-    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
-    save_model(net, FrequencyPrior(counts), path)
-    return path
+    return save_untrained(TINY, tmp_path_factory.mktemp("models") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="session")

@@ -9,17 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from tests.conftest import TINY, synthetic_image
+from tests.conftest import TINY, save_untrained, synthetic_image
 from tests.test_cli import run
 from vqcodec import codec, container, ladder, tokens
 from vqcodec.container import VqzFile, VqzHeader
-from vqcodec.entropy import FrequencyPrior
 from vqcodec.errors import ArgumentError, VqzError
-from vqcodec.model import VQVAE, ModelConfig
-from vqcodec.zoo import CodecModel, load_model, save_model
+from vqcodec.model import ModelConfig
+from vqcodec.zoo import CodecModel, load_model
 
 REDUCED = replace(TINY, name="tiny-reduced", reduced_qualities=((2.0, 3), (1.5, 2)), full_from=2)
 
@@ -27,12 +25,7 @@ REDUCED = replace(TINY, name="tiny-reduced", reduced_qualities=((2.0, 3), (1.5, 
 @pytest.fixture(scope="module")
 def reduced_model(tmp_path_factory: pytest.TempPathFactory) -> CodecModel:
     """A small untrained model whose qualities 1 and 2 shrink the image by 2 and 1.5, saved and loaded."""
-    torch.manual_seed(0)
-    net = VQVAE(REDUCED).eval()
-    counts = np.arange(1, REDUCED.codebook_size + 1)[None].repeat(REDUCED.num_stages, 0) ** 2
-    path = tmp_path_factory.mktemp("models") / "reduced.safetensors"
-    save_model(net, FrequencyPrior(counts), path)
-    return load_model(path)
+    return load_model(save_untrained(REDUCED, tmp_path_factory.mktemp("models") / "reduced.safetensors"))
 
 
 def test_the_ladder_puts_reduced_qualities_first_and_drops_the_full_size_ones_below_full_from(
