@@ -12,7 +12,6 @@ come from this on BSDS500 val (`--metric ms-ssim` for `perceptual`).
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from vqcodec import codec
+from vqcodec.ladder import with_config
 from . import metrics
 from vqcodec.data import find_images
 from vqcodec.images import load_image
@@ -34,9 +34,7 @@ def measure(model: ModelLike, paths: list[Path], factors: list[float],
     m = as_model(model)
     ladder = replace(m.config, reduced_qualities=tuple((f, k) for f in factors if f > 1 for k in stages),
                      full_from=1, default_quality=0)
-    net = copy.copy(m.net)  # the same weights under another ladder
-    net.config = ladder
-    probe = replace(m, net=net)
+    probe = with_config(m, ladder)
     levels = codec.quality_levels(probe)
     sums: dict[tuple[float, int], np.ndarray] = {}
     for path in paths:

@@ -13,7 +13,7 @@ from vqcodec import batch, container, registry, shards
 from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
 from vqcodec.errors import OutputError, VqcodecError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS
-from vqcodec.text import printable
+from vqcodec.text import printable, stages
 
 if TYPE_CHECKING:
     from vqcodec.batch import Settings, Task
@@ -193,7 +193,7 @@ def info(inputs: Inputs) -> None:
             err_console.print(printable(f"error: {error_line(src, exc)}"), markup=False, highlight=False)
             continue
         h = i.header
-        line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, {h.stages} stage{'s' * (h.stages != 1)}, "
+        line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, {stages(h.stages)}, "
                 f"{i.size} bytes, {i.bpp:.4f} bpp, format {h.version}, header {i.header_bytes} bytes"
                 + (f", coded at {h.coded_width}x{h.coded_height}" if h.reduced else "")
                 + (f", alpha {h.alpha_length} bytes" if h.alpha_length else "")

@@ -45,7 +45,7 @@ def qualities(
         raise OutputError(f"{out} exists (add --force to replace it)")
     pairs = base.config.reduced_qualities if reduced is None else ladder.parse_reduced(reduced)
     config = ladder.relabel(base, pairs, base.config.full_from if full_from is None else full_from)
-    base.net.config = config
-    fingerprint = save_model(base.net, base.prior, out, base.rate_weights, (base.fingerprint, *base.decodes))
-    console.print(f"wrote {out} ({fingerprint[:4].hex()}): {len(codec.quality_levels(base))} qualities, "
+    made = ladder.with_config(base, config)
+    fingerprint = save_model(made.net, made.prior, out, made.rate_weights, (base.fingerprint, *base.decodes))
+    console.print(f"wrote {out} ({fingerprint[:4].hex()}): {len(codec.quality_levels(made))} qualities, "
                   f"default {config.default_quality}", markup=False, highlight=False)

@@ -21,6 +21,7 @@ from vqcodec.container import MAGIC
 from vqcodec.errors import OutputError, VqcodecError, VqcodecWarning, VqzError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS, open_image, readable_suffixes
 from vqcodec.safe_io import check_output, software_exif, write_atomic, write_bytes_atomic
+from vqcodec.text import stages
 
 if TYPE_CHECKING:
     from vqcodec.zoo import CodecModel
@@ -163,11 +164,11 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
     header = codec.info(data).header
     shrunk = f", coded at {header.coded_width}x{header.coded_height}" if header.reduced else ""
     if settings.target_bpp is not None:
-        what = f"{header.stages} stage{'s' * (header.stages != 1)}{shrunk}"
+        what = f"{stages(header.stages)}{shrunk}"
     else:
         quality = codec.check_quality(model, settings.quality)
         what = f"quality {quality}" + ("" if quality == header.stages and not shrunk else
-                                       f" ({header.stages} stage{'s' * (header.stages != 1)}{shrunk})")
+                                       f" ({stages(header.stages)}{shrunk})")
     return Outcome(task, task.src.stat().st_size, len(data), header.width * header.height, seconds, what,
                    compressed=len(data))
 
@@ -195,7 +196,7 @@ def decompress_task(task: Task, model: CodecModel | None, settings: Settings) ->
         warnings.warn(f"{task.src}: truncated file, decoded quality {quality} from its complete stages",
                       VqcodecWarning, stacklevel=2)
     return Outcome(task, len(data), task.dst.stat().st_size, image.width * image.height, seconds,
-                   f"{image.width}x{image.height} {image.mode}, {quality} stage{'s' * (quality != 1)}",
+                   f"{image.width}x{image.height} {image.mode}, {stages(quality)}",
                    compressed=len(data))
 
 

@@ -8,6 +8,7 @@ weights, so the new model reads every file the old one wrote (it lists the old o
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -51,6 +52,14 @@ def relabel(model: CodecModel, reduced: tuple[tuple[float, int], ...], full_from
                             f"keep full-size qualities from {old.stages} stages or fewer")
     return replace(config, default_quality=levels.index(old) + 1)
 
+
+
+def with_config(model: CodecModel, config: ModelConfig) -> CodecModel:
+    """`model` under another config of the same weights (a new ladder): its network is shared, not copied, and
+    `model` itself is left as it was (a loaded model may be cached)."""
+    net = copy.copy(model.net)
+    net.config = config
+    return replace(model, net=net)
 
 
 def describe(model: CodecModel) -> str:

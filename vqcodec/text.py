@@ -15,3 +15,8 @@ def printable(text: object) -> str:
     if s.isprintable():
         return s
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+def stages(count: int) -> str:
+    """"1 stage", "4 stages": how the command line names a number of quantizer stages."""
+    return f"{count} stage{'s' * (count != 1)}"
