@@ -18,7 +18,7 @@ from PIL import Image, features
 
 from vqcodec import codec as vq
 from vqcodec import container, ladder
-from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS, check_effort
+from vqcodec.effort import DEFAULT_EFFORTS, EFFORT_BEAMS, check_effort, describe
 from vqcodec.zoo import load_model, shipped_models
 
 
@@ -99,8 +99,8 @@ def jpeg2000() -> Codec:
 def vqcodec_model(model: str, label: str | None = None, effort: int | None = None) -> Codec:
     """A vqcodec model (a shipped name or a file) at every quality; the bytes are the whole `.vqz` file.
 
-    The codec is named `vqcodec-LABEL` (LABEL defaults to the model's name), with `-effortN` when an
-    encoder effort other than the default is asked for.
+    The codec is named `vqcodec-LABEL` (LABEL defaults to the model's name), with `-effortN` when a fixed
+    encoder effort is asked for instead of compress's default by quality.
     """
     loaded = load_model(model)
     level = check_effort(effort)
@@ -113,9 +113,9 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
 
     fp = loaded.fingerprint.hex()
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
-    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder effort {level} "
-                   f"(beam {EFFORT_BEAMS[level]})")
-    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp, "effort": level,
+    description = f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder {describe(level)}"
+    identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp,
+                "effort": [list(pair) for pair in DEFAULT_EFFORTS] if level is None else level,
                 "vqz_format": container.VERSION}
     qualities = tuple(range(1, len(vq.quality_levels(loaded)) + 1))
     return Codec(name, description, "quality", qualities, encode, decode, identity, vq.default_quality(loaded))
@@ -123,7 +123,7 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
 
 def registry(threads: int = 1, model_files: dict[str, str] | None = None) -> dict[str, Callable[[], Codec]]:
     """Every codec by name, built on demand: vqcodec-NAME for each shipped model and each of `model_files`
-    (label to path), vqcodec-NAME-effortN for the shipped models at the other encoder efforts, then Pillow's.
+    (label to path), vqcodec-NAME-effortN for the shipped models at every fixed encoder effort, then Pillow's.
 
     `threads` is the AVIF encoder's thread count (vqcodec's is torch's, set by the caller).
     """
@@ -134,14 +134,13 @@ def registry(threads: int = 1, model_files: dict[str, str] | None = None) -> dic
         found[f"vqcodec-{label}"] = partial(vqcodec_model, path, label)
     for name in sorted(shipped_models()):
         for effort in range(len(EFFORT_BEAMS)):
-            if effort != DEFAULT_EFFORT:
-                found[f"vqcodec-{name}-effort{effort}"] = partial(vqcodec_model, name, None, effort)
+            found[f"vqcodec-{name}-effort{effort}"] = partial(vqcodec_model, name, None, effort)
     found.update(jpeg=jpeg, webp=webp, jpeg2000=jpeg2000, avif=partial(avif, threads))
     return found
 
 
 def is_effort_variant(name: str) -> bool:
-    """Whether a codec name is a shipped model at a non-default effort (run only when named)."""
+    """Whether a codec name is a shipped model at a fixed effort (run only when named)."""
     return name.startswith("vqcodec-") and "-effort" in name
 
 

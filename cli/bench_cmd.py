@@ -20,7 +20,7 @@ def bench(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the JSON results, report.md and plots.")],
     codecs: Annotated[Optional[list[str]], typer.Option(
         "--codecs", help="Codecs to run, comma-separated or repeated: vqcodec (every shipped model and model file), "
-                         "vqcodec-NAME, vqcodec-efforts (the shipped models at every other encoder effort), "
+                         "vqcodec-NAME, vqcodec-efforts (the shipped models at every fixed encoder effort, 0-4), "
                          "vqcodec-NAME-effortN, jpeg, webp, jpeg2000, avif. Default: all but the effort variants.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Smoke test: 4 images, 3 settings per codec, 768x512 speed only.")] = False,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Threads for vqcodec (torch) and the AVIF encoder; recorded in the results.")] = 1,

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .console import console, err_console, print_warning
 from vqcodec import batch, container, registry, shards
-from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
+from vqcodec.effort import EFFORT_BEAMS, describe_default
 from vqcodec.errors import OutputError, VqcodecError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS
 from vqcodec.text import printable, stages
@@ -97,7 +97,7 @@ def compress(
     model: ModelOpt = None,
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's top quality. Default model: 1 and 2 code the image shrunk by 2 and 1.5 (4 stages each, for the lowest rates); 3..26 keep that many stages; 27 and 28 keep all 26 with bits priced less. Default: the model's default quality (5 for the default model).")] = None,
     target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
-    effort: Annotated[int, typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, help="Encoder search: 0 (greedy, fastest), 1 (default, a beam of 2) to 4 (slowest, best image for its size); decoding is the same.")] = DEFAULT_EFFORT,
+    effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, show_default=False, help=f"Encoder search: 0 (greedy, fastest) to 4 (a beam of 16: slowest, best image for its size); decoding is the same. Default: by the stages a quality codes, {describe_default()}.")] = None,
     jobs: Jobs = 1,
     threads: Threads = None,
     shard: Shard = None,

@@ -17,8 +17,9 @@ def qualities(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write MODEL with these qualities here; its weights are MODEL's, so it reads every file MODEL wrote.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
-    """Print what each compress quality of a model does: stages, the size it codes the image at, and the
-    scale of its rate weights. With --out, write the model with other reduced qualities.
+    """Print what each compress quality of a model does: stages, the size it codes the image at, the
+    scale of its rate weights and its default encoder effort. With --out, write the model with other
+    reduced qualities.
 
     Reduced qualities shrink the image before coding it and enlarge it after decoding: below about
     0.15 bpp that gives a better picture for the size than the full image with fewer stages. The
@@ -27,6 +28,7 @@ def qualities(
     Example: vqcodec qualities default --reduced 2:4,1.5:4 --full-from 3 --out m.safetensors
     """
     from vqcodec import codec, ladder
+    from vqcodec.effort import default_effort
     from vqcodec.errors import OutputError
     from vqcodec.zoo import load_model, save_model
 
@@ -38,7 +40,8 @@ def qualities(
         for q, level in enumerate(codec.quality_levels(base), start=1):
             size = "full size" if level.shrink == 1 else f"shrunk by {level.shrink:g}"
             mark = "  (default)" if q == default else ""
-            console.print(f"{q:3d}: {level.stages:3d} stages, {size}, rate weights x {level.scale:g}{mark}",
+            console.print(f"{q:3d}: {level.stages:3d} stages, {size}, rate weights x {level.scale:g}, "
+                          f"effort {default_effort(level.stages)}{mark}",
                           markup=False, highlight=False)
         return
     if out.exists() and not force:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
+from vqcodec.effort import EFFORT_BEAMS, describe, describe_default
 
 from .console import PlainLines, console, err_console
 
@@ -53,7 +53,7 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
         which = (f"a second decoder for qualities {cfg.top_decoder_from} and up" if cfg.top_decoder_from
                  else "the decoder alone")
         return (f"steps {step + 1}-{cfg.steps}, {which} ({cfg.loss} loss) on the codes compress writes "
-                f"at a random quality, effort {cfg.effort}; encoder, codebooks and prior stay {cfg.init}'s")
+                f"at a random quality, {describe(cfg.effort)}; encoder, codebooks and prior stay {cfg.init}'s")
     if phase == "encoder":
         widths = ",".join(map(str, cfg.model.channels))
         return (f"steps {step + 1}-{cfg.steps}, an encoder of widths {widths} learning {cfg.init}'s latents; "
@@ -160,7 +160,7 @@ def train(
              "decoders stay as they are, so the new model reads every file the --init model wrote.")] = False,
     effort: Annotated[Optional[int], typer.Option(
         min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
-             f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {DEFAULT_EFFORT}).",
+             f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {describe_default()}).",
         show_default=False)] = None,
     top_decoder_from: Annotated[int, typer.Option(
         help="With --decoder-only: train a second decoder for qualities N and up (files of N or more stages) and "

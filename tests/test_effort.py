@@ -8,7 +8,7 @@ import torch
 
 import vqcodec
 from vqcodec import codec, pricing
-from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS
+from vqcodec.effort import DEFAULT_EFFORTS, EFFORT_BEAMS, check_effort, default_effort, describe_default
 from vqcodec.errors import ArgumentError
 from vqcodec.quantizer import ResidualVQ
 
@@ -99,4 +99,25 @@ def test_every_effort_decodes_and_a_wider_search_finds_a_better_objective(defaul
                   for e in (0, len(EFFORT_BEAMS) - 1)]
     assert objectives[1] < objectives[0]
     unstated = codec.quantize(default_model, latents, grid, 4)
-    assert np.array_equal(codec.quantize(default_model, latents, grid, 4, effort=DEFAULT_EFFORT), unstated)
+    assert np.array_equal(codec.quantize(default_model, latents, grid, 4, effort=default_effort(4)), unstated)
+
+
+def test_the_default_effort_rises_with_the_stages_a_quality_codes() -> None:
+    levels = [default_effort(stages) for stages in range(1, 40)]
+    assert levels == sorted(levels)
+    assert default_effort(1) == DEFAULT_EFFORTS[0][1]
+    for fewest, level in DEFAULT_EFFORTS[1:]:
+        assert default_effort(fewest) == level and default_effort(fewest - 1) < level
+        assert f"{level} (a beam of {EFFORT_BEAMS[level]}) from {fewest}" in describe_default()
+    assert check_effort(None) is None
+
+
+def test_compress_searches_a_deep_quality_at_its_default_effort(default_model, kodak_crop) -> None:
+    """Unstated, a quality's effort is the default for its stage count; decoding is the same at any effort."""
+    quality = next(q for q, level in enumerate(codec.quality_levels(default_model), start=1)
+                   if default_effort(level.stages) > default_effort(1) and level.shrink == 1)
+    stages = codec.quality_levels(default_model)[quality - 1].stages
+    unstated = vqcodec.compress(kodak_crop, model=default_model, quality=quality)
+    assert unstated == vqcodec.compress(kodak_crop, model=default_model, quality=quality, effort=default_effort(stages))
+    assert unstated != vqcodec.compress(kodak_crop, model=default_model, quality=quality, effort=default_effort(1))
+    assert vqcodec.decompress(unstated, model=default_model).size == kodak_crop.size

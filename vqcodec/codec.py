@@ -24,7 +24,7 @@ from PIL import Image
 from vqcodec import container, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
-from vqcodec.effort import DEFAULT_EFFORT, EFFORT_BEAMS, check_effort
+from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
@@ -195,7 +195,7 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
 
 @torch.inference_mode()
 def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], quality: int,
-             rate_weight: float = 0.0, effort: int = DEFAULT_EFFORT) -> np.ndarray:
+             rate_weight: float = 0.0, effort: int | None = None) -> np.ndarray:
     """Index grids (stages, grid_h, grid_w) from latents at a `compress` quality (its stage count and
     scale of the model's rate weights, `quality_levels`); `rate_weight` > 0 trades distortion for bits.
 
@@ -203,12 +203,12 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     (`vqcodec.pricing`), with lambda per stage = the model's own rate weight x the quality's scale +
     `rate_weight`: `rate_weight` lowers the rate smoothly between the qualities without retraining.
     At `effort` > 0 the stages are searched together (beam search, `EFFORT_BEAMS`) instead of
-    one after the other.
+    one after the other; None is the quality's default (`vqcodec.effort.default_effort`).
     """
     stages, scale, _ = quality_levels(model)[quality - 1]
     weights = model.rate_weights[:stages] * scale + rate_weight
     price = pricing.penalty(model.prior, weights)
-    beam = EFFORT_BEAMS[effort]
+    beam = EFFORT_BEAMS[effort_for(effort, stages)]
     chunks = [model.net.quantizer.encode(chunk, stages, price, beam)
               for chunk in latents.split(max(1, QUANTIZE_ROWS // beam))]
     return torch.cat(chunks, dim=1).reshape(stages, *grid).numpy()
@@ -272,8 +272,9 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     `target_bpp` instead searches quality and rate-aware quantization for a file of
     that many bits per pixel (header included), within 2% when the model can reach it;
     otherwise the nearest reachable size, with a `RateWarning` that says what was reached.
-    `effort` (0 to 4, default 1; 0 is greedy) is how hard the encoder searches for codes (`EFFORT_BEAMS`):
-    higher is slower and gives a better image for its size; decoding is the same at every level.
+    `effort` (0 to 4; 0 is greedy) is how hard the encoder searches for codes (`EFFORT_BEAMS`): higher is
+    slower and gives a better image for its size; decoding is the same at every level. None (the default)
+    searches harder the more stages a quality codes (`vqcodec.effort.DEFAULT_EFFORTS`).
     The same input and settings always give the same bytes.
     """
     m = as_model(model)

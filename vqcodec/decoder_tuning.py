@@ -31,7 +31,7 @@ from pytorch_msssim import ms_ssim
 
 from vqcodec import codec, pricing
 from vqcodec.data import CropDataset, find_images, read_rgb
-from vqcodec.effort import EFFORT_BEAMS, check_effort
+from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
@@ -65,7 +65,7 @@ class CompressCodes:
         self.prior = start.prior
         self.rate_weights = start.rate_weights if rate_weights is None else rate_weights
         self.levels = codec.coding_levels(replace(start, rate_weights=self.rate_weights))
-        self.beam = EFFORT_BEAMS[check_effort(effort)]
+        self.effort = check_effort(effort)
         self.device = device
 
     @torch.no_grad()
@@ -74,7 +74,7 @@ class CompressCodes:
         stages, scale, _ = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
-        idx = net.quantizer.encode(_to_rows(z), stages, price, self.beam)
+        idx = net.quantizer.encode(_to_rows(z), stages, price, EFFORT_BEAMS[effort_for(self.effort, stages)])
         return _from_rows(net.quantizer.decode(idx), z.shape)
 
 

@@ -19,17 +19,55 @@ from vqcodec.errors import ArgumentError
 
 EFFORT_BEAMS = (1, 2, 4, 8, 16)
 """Beam width of the residual-stage search at each effort level."""
-DEFAULT_EFFORT = 1
-"""The level `compress` uses when none is given: a beam of 2. Against greedy coding (level 0) it gave -3.96%
-BD-rate (PSNR) on the first 16 BSDS500 val images and -3.7% on Kodak, for 1.28 times the whole compress
-time of a 768x512 Kodak image at quality 6 (20 compresses, interleaved; 1.31 in the Kodak benchmark run),
-inside the 1.3 times a default may cost now that the quantizer is fast (`vqcodec.quantizer.code_scores`)."""
+DEFAULT_EFFORTS: tuple[tuple[int, int], ...] = ((1, 1), (6, 2), (21, 3))
+"""The level `compress` uses when none is given, by how many stages a quality codes: (fewest stages, level),
+ascending. A beam finds more the more stages it searches together, and costs time in proportion to them.
+
+- Up to 5 stages, level 1 (a beam of 2). Against greedy coding (level 0) it gave -3.96% BD-rate (PSNR) on the
+  first 16 BSDS500 val images and -3.7% on Kodak, for 1.28 times the whole compress time of a 768x512 Kodak
+  image at quality 6 (20 compresses, interleaved; 1.31 in the Kodak benchmark run). The default quality of
+  `default` (5 stages) keeps it, so its time is unchanged.
+- From 6 stages level 2, from 21 level 3. On the same 16 images with `default` short id 13, every quality at
+  levels 1, 2 and 3, BD-rate (PSNR) against level 1 everywhere: this choice -2.8% (-4.7% above 0.5 bpp);
+  level 2 from 9 stages -1.7%, from 6 -2.2%; level 3 from 9 -2.7%. A quality's compress time grows about
+  2x at level 2 and 4-5x at level 3 (quality 28: 0.46, 1.07 and 2.12 s for a 481x321 image)."""
 
 
-def check_effort(effort: int | None) -> int:
-    """`effort` validated (None gives the default)."""
+def default_effort(stages: int) -> int:
+    """The level `compress` uses, when none is given, for a quality that codes `stages` residual stages."""
+    chosen = DEFAULT_EFFORTS[0][1]
+    for fewest, level in DEFAULT_EFFORTS:
+        if stages >= fewest:
+            chosen = level
+    return chosen
+
+
+def describe_default() -> str:
+    """The default levels in words, for help texts and reports: 'level 1 up to 8 stages, 2 from 9, 3 from 21'."""
+    (_, first), *rest = DEFAULT_EFFORTS
+    parts = [f"level {first} (a beam of {EFFORT_BEAMS[first]}) up to {rest[0][0] - 1} stages" if rest
+             else f"level {first} (a beam of {EFFORT_BEAMS[first]})"]
+    parts += [f"{level} (a beam of {EFFORT_BEAMS[level]}) from {fewest}" for fewest, level in rest]
+    return ", ".join(parts)
+
+
+def check_effort(effort: int | None) -> int | None:
+    """`effort` validated; None stays None (each quality's default, `default_effort`)."""
     if effort is None:
-        return DEFAULT_EFFORT
+        return None
     if isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort < len(EFFORT_BEAMS):
         raise ArgumentError(f"effort must be an integer 0..{len(EFFORT_BEAMS) - 1}, got {effort!r}")
     return effort
+
+
+def effort_for(effort: int | None, stages: int) -> int:
+    """The level a quality of `stages` stages is searched at: `effort` when given (validated), else its default."""
+    level = check_effort(effort)
+    return default_effort(stages) if level is None else level
+
+
+def describe(effort: int | None) -> str:
+    """'effort N (a beam of B)' for a fixed level, or the default levels by stage count for None."""
+    if effort is None:
+        return f"the default effort ({describe_default()})"
+    return f"effort {effort} (a beam of {EFFORT_BEAMS[effort]})"
