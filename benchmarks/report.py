@@ -137,7 +137,8 @@ def _speed_section(speed: Sequence[SpeedResult]) -> list[str]:
     if not speed:
         return lines + ["No vqcodec model was benchmarked.", ""]
     lines += ["Compress and decompress wall time per quality with the model loaded once, after a warm-up "
-              "(median of up to 3 runs). Peak resident memory (RSS) of a fresh process during one compress or "
+              "(median of up to 3 runs): every quality at the first size, and at larger sizes the lowest, the "
+              "default, the first quality of each default encoder effort level and the top. Peak resident memory (RSS) of a fresh process during one compress or "
               "decompress at the top quality; the baseline is its resident memory just before (torch imported, "
               "model and input loaded), so peak − baseline is what the operation itself needs.", ""]
     for s in speed:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from vqcodec.data import find_images
 from vqcodec.errors import DataError
-from vqcodec.zoo import shipped_models
+from vqcodec.zoo import load_model, shipped_models
 
 from . import results, rivals, speed
 from .codecs import Codec, registry, select
@@ -97,10 +97,11 @@ def codec_key(codec: Codec, settings: Sequence[int], images: Sequence[BenchImage
 
 
 def speed_key(codec: Codec, source: BenchImage, sizes: Sequence[tuple[int, int]], qualities: Sequence[int],
-              threads: int) -> dict[str, Any]:
+              large: Sequence[int], threads: int) -> dict[str, Any]:
     """The cache key of a speed result."""
     return {"schema": results.SCHEMA, "codec": codec.name, "sizes": [list(s) for s in sizes],
-            "qualities": list(qualities), "source": [source.name, source.sha256], "threads": threads,
+            "qualities": list(qualities), "large_qualities": list(large), "source": [source.name, source.sha256],
+            "threads": threads,
             "rivals": {c.name: c.identity for c in rivals.rivals(threads)}, **codec.identity}
 
 
@@ -164,7 +165,7 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
 
     work: list[tuple[Codec, tuple[int, ...], dict[str, Any]]] = []
     found: dict[str, CodecResult] = {}
-    speed_work: list[tuple[Codec, tuple[int, ...], dict[str, Any]]] = []
+    speed_work: list[tuple[Codec, tuple[int, ...], tuple[int, ...], dict[str, Any]]] = []
     found_speed: dict[str, SpeedResult] = {}
     for codec in codecs:
         settings = codec.quick_settings() if config.quick else codec.settings
@@ -175,14 +176,17 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
         else:
             found[codec.name] = cached
         if codec.name.removeprefix("vqcodec-") in shipped_models():
-            skey = speed_key(codec, images[0], [*sizes, memory_size], settings, config.threads)
+            model = load_model(codec.name.removeprefix("vqcodec-"))
+            large = tuple(q for q in speed.large_qualities(model) if q in settings) if len(sizes) > 1 else ()
+            skey = speed_key(codec, images[0], [*sizes, memory_size], settings, large, config.threads)
             scached = None if config.force else results.load(config.out / f"speed-{codec.name}.json", SpeedResult, skey)
             if scached is None:
-                speed_work.append((codec, settings, skey))
+                speed_work.append((codec, settings, large, skey))
             else:
                 found_speed[codec.name] = scached
     cached_names = sorted(found) + [f"speed-{n}" for n in sorted(found_speed)]
-    on_start(sum(len(images) * len(s) for _, s, _ in work) + sum(speed.steps(sizes, s) for _, s, _ in speed_work))
+    on_start(sum(len(images) * len(s) for _, s, _ in work)
+             + sum(speed.steps(sizes, s, large) for _, s, large, _ in speed_work))
 
     environment = describe(config.threads)
     previous_threads = torch.get_num_threads()
@@ -196,11 +200,12 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
                                  elapsed_s=time.perf_counter() - t0, environment=environment)
             results.save(result, config.out / f"{codec.name}.json")
             found[codec.name] = result
-        for codec, qualities, key in speed_work:
+        for codec, qualities, large, key in speed_work:
             t0 = time.perf_counter()
             model_name = codec.name.removeprefix("vqcodec-")
             timings, rival_timings, memory = speed.measure_speed(model_name, config.data / images[0].name, sizes,
-                                                                 qualities, config.threads, on_step, memory_size)
+                                                                 qualities, large, config.threads, on_step,
+                                                                 memory_size)
             sresult = SpeedResult(name=codec.name, threads=config.threads, key=key, timings=timings,
                                   rivals=rival_timings, memory=memory, elapsed_s=time.perf_counter() - t0,
                                   environment=environment)

@@ -1,7 +1,9 @@
 """Speed and memory of vqcodec: compress/decompress time per quality at fixed image sizes, peak RSS.
 
-At the first size (a Kodak-sized photo) each quality is followed by WebP's and AVIF's times at the same
-file size (`benchmarks.rivals`), so the report can give ratios measured minutes, not days, apart.
+At the first size (a Kodak-sized photo) every quality is timed, each followed by WebP's and AVIF's times at
+the same file size (`benchmarks.rivals`), so the report can give ratios measured minutes, not days, apart.
+The larger sizes time a few qualities that stand for the rest (`large_qualities`): the time per pixel of
+a quality hardly depends on the size, and timing all of them at 12 megapixels took over half an hour.
 
 Times come from this process with the model loaded once and a warm-up excluded; each point is the
 median of up to `MAX_REPEATS` runs (fewer when the runs already took `MIN_TIME_S`). Peak resident
@@ -31,7 +33,8 @@ import torch
 from PIL import Image
 
 from vqcodec import codec as vq
-from vqcodec.zoo import load_model, shipped_models
+from vqcodec.effort import default_effort
+from vqcodec.zoo import CodecModel, load_model, shipped_models
 
 from . import rivals
 from .codecs import Codec
@@ -60,9 +63,20 @@ def speed_image(source: Path, width: int, height: int) -> Image.Image:
     return rgb if rgb.size == (width, height) else rgb.resize((width, height), Image.Resampling.BICUBIC)
 
 
-def steps(sizes: Sequence[tuple[int, int]], qualities: Sequence[int]) -> int:
-    """Progress steps of `measure_speed`: one per size and quality, plus the two memory runs."""
-    return len(sizes) * len(qualities) + 2
+def large_qualities(model: CodecModel) -> tuple[int, ...]:
+    """The qualities timed at the sizes after the first: the lowest, the default, the first quality of each
+    default encoder effort level (`vqcodec.effort.DEFAULT_EFFORTS`, where the time per pixel steps up) and
+    the top."""
+    levels = vq.quality_levels(model)
+    efforts = [default_effort(level.stages) for level in levels]
+    steps_up = [q for q in range(2, len(levels) + 1) if efforts[q - 1] != efforts[q - 2]]
+    return tuple(sorted({1, vq.default_quality(model), *steps_up, len(levels)}))
+
+
+def steps(sizes: Sequence[tuple[int, int]], qualities: Sequence[int], large: Sequence[int]) -> int:
+    """Progress steps of `measure_speed`: one per quality at the first size and per `large` quality at each
+    further size, plus the two memory runs."""
+    return len(qualities) + (len(sizes) - 1) * len(large) + 2
 
 
 def _median_times(encode: Callable[[], bytes], decode: Callable[[bytes], object]) -> tuple[bytes, float, float, int]:
@@ -105,10 +119,11 @@ def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, t
 
 
 def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]], qualities: Sequence[int],
-                  threads: int, on_step: Callable[[str], None],
+                  large: Sequence[int], threads: int, on_step: Callable[[str], None],
                   memory_size: tuple[int, int] = MEMORY_SIZE) -> tuple[list[Timing], list[RivalTiming], list[Memory]]:
-    """Time every quality at every size, each point at the first size followed by the rivals
-    (`benchmarks.rivals`) at the same file size, then measure peak RSS at `memory_size` and top quality.
+    """Time every quality at the first size, each followed by the rivals (`benchmarks.rivals`) at the same
+    file size, and the `large` qualities (`large_qualities`) at the further sizes; then measure peak RSS at
+    `memory_size` and top quality.
 
     `on_step` is called with a short label after each timed point and each memory run.
     """
@@ -121,7 +136,7 @@ def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]
     for i, (width, height) in enumerate(sizes):
         image = speed_image(source, width, height)
         vq.decompress(vq.compress(image, model, min(qualities)), model)
-        for q in qualities:
+        for q in qualities if i == 0 else large:
             data, comp, decomp, repeats = _median_times(partial(vq.compress, image, model, q),
                                                         partial(vq.decompress, model=model))
             timings.append(Timing(width=width, height=height, quality=q, bytes=len(data),

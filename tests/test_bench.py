@@ -16,10 +16,12 @@ from vqcodec.bench.codecs import registry, select
 from vqcodec.bench.metrics import as_tensor, ms_ssim, psnr
 from vqcodec.bench.rivals import nearest_setting
 from vqcodec.bench.runner import load_images
-from vqcodec.bench.speed import speed_image
+from vqcodec.bench.speed import large_qualities, speed_image, steps
 from vqcodec.cli.main import app
+from vqcodec.codec import default_quality, quality_levels
+from vqcodec.effort import default_effort
 from vqcodec.errors import DataError
-from vqcodec.zoo import shipped_models
+from vqcodec.zoo import load_model, shipped_models
 
 KODAK = Path(__file__).resolve().parents[2] / "shared" / "data" / "kodak"
 needs_kodak = pytest.mark.skipif(not KODAK.is_dir(), reason=f"{KODAK} is not there")
@@ -215,3 +217,16 @@ def test_vqcodec_variants_are_timed_at_each_models_default_quality() -> None:
                    if line.startswith("| vqcodec-") and "%" not in line]
     assert no_defaults[-2:] == ["| vqcodec-long | 5 | 50 | 100 | 1.00 | 1.00 |",
                                 "| vqcodec-short | 3 | 30 | 60 | 0.60 | 0.60 |"]
+
+
+def test_large_sizes_time_the_qualities_that_stand_for_the_rest() -> None:
+    """The 12-megapixel speed points are the lowest, the default, each step of the default effort and the top."""
+    model = load_model("default")
+    levels = quality_levels(model)
+    large = large_qualities(model)
+    assert large[0] == 1 and large[-1] == len(levels) and default_quality(model) in large
+    for q in range(2, len(levels) + 1):
+        if default_effort(levels[q - 1].stages) != default_effort(levels[q - 2].stages):
+            assert q in large
+    assert len(large) < len(levels) / 4
+    assert steps([(768, 512), (4000, 3000)], range(1, len(levels) + 1), large) == len(levels) + len(large) + 2
