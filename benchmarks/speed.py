@@ -106,10 +106,12 @@ def _time_rival(codec: Codec, image: Image.Image, quality: int, target: int) -> 
                        repeats=repeats)
 
 
-def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, threads: int) -> tuple[float, float]:
-    """Baseline and peak RSS in MiB of a fresh process compressing (input: .npy pixels) or decompressing (.vqz)."""
+def peak_rss(model_path: Path, operation: str, input_path: Path, quality: int, threads: int,
+             output_path: Path | None = None) -> tuple[float, float]:
+    """Baseline and peak RSS in MiB of a fresh process compressing (input: .npy pixels; the .vqz goes to
+    `output_path` when given) or decompressing (.vqz)."""
     job = {"model": str(model_path), "operation": operation, "input": str(input_path), "quality": quality,
-           "threads": threads}
+           "threads": threads, "output": None if output_path is None else str(output_path)}
     done = subprocess.run([sys.executable, "-m", "vqcodec.bench.speed", json.dumps(job)],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -148,11 +150,10 @@ def measure_speed(model_name: str, source: Path, sizes: Sequence[tuple[int, int]
     memory: list[Memory] = []
     with tempfile.TemporaryDirectory(prefix="vqcodec-bench-") as tmp:
         pixels, vqz = Path(tmp) / "image.npy", Path(tmp) / "image.vqz"
-        image = speed_image(source, *largest)
-        np.save(pixels, np.asarray(image))
-        vqz.write_bytes(vq.compress(image, model, top))
-        for operation, path in (("compress", pixels), ("decompress", vqz)):
-            base, peak = peak_rss(shipped_models()[model_name], operation, path, top, threads)
+        np.save(pixels, np.asarray(speed_image(source, *largest)))
+        # the compress run writes the file the decompress run reads: a 24 MP image is coded once, not twice
+        for operation, path, output in (("compress", pixels, vqz), ("decompress", vqz, None)):
+            base, peak = peak_rss(shipped_models()[model_name], operation, path, top, threads, output)
             memory.append(Memory(width=largest[0], height=largest[1], quality=top, operation=operation,
                                  baseline_mib=base, peak_mib=peak))
             on_step(f"memory vqcodec-{model_name} {operation}")
@@ -176,7 +177,8 @@ def _maxrss_mib() -> float:
 
 
 def _memory_worker(job: dict[str, Any]) -> dict[str, float]:
-    """Set up (threads, model, input), then report resident memory before and at the peak of one operation.
+    """Set up (threads, model, input), then report resident memory before and at the peak of one operation;
+    a compress writes its file to the job's "output" when one is given.
 
     On Linux the peak is VmHWM reset to the current RSS just before the operation (clear_refs 5), so
     neither the model load's transient nor the parent (whose peak `ru_maxrss` inherits across exec)
@@ -185,7 +187,7 @@ def _memory_worker(job: dict[str, Any]) -> dict[str, float]:
     torch.set_num_threads(int(job["threads"]))
     model = load_model(job["model"])
     path = Path(job["input"])
-    operation: Callable[[], object]
+    operation: Callable[[], Any]
     if job["operation"] == "compress":
         operation = partial(vq.compress, Image.fromarray(np.load(path)), model, int(job["quality"]))
     else:
@@ -196,8 +198,11 @@ def _memory_worker(job: dict[str, Any]) -> dict[str, float]:
         PROC_CLEAR_REFS.write_text("5")
     else:
         baseline = _maxrss_mib()
-    operation()
-    return {"baseline_mib": baseline, "peak_mib": _proc_mib("VmHWM") if linux else _maxrss_mib()}
+    result = operation()
+    peak = _proc_mib("VmHWM") if linux else _maxrss_mib()
+    if job.get("output"):
+        Path(job["output"]).write_bytes(result)
+    return {"baseline_mib": baseline, "peak_mib": peak}
 
 
 if __name__ == "__main__":
