@@ -138,9 +138,10 @@ def _speed_section(speed: Sequence[SpeedResult]) -> list[str]:
         return lines + ["No vqcodec model was benchmarked.", ""]
     lines += ["Compress and decompress wall time per quality with the model loaded once, after a warm-up "
               "(median of up to 3 runs): every quality at the first size, and at larger sizes the lowest, the "
-              "default, the first quality of each default encoder effort level and the top. Peak resident memory (RSS) of a fresh process during one compress or "
-              "decompress at the top quality; the baseline is its resident memory just before (torch imported, "
-              "model and input loaded), so peak − baseline is what the operation itself needs.", ""]
+              "default, the first quality of each default encoder effort level and the top. Peak resident memory "
+              "(RSS) of a fresh process during one compress or decompress at the top quality; the baseline is its "
+              "resident memory just before (torch imported, model and input loaded), so peak − baseline is what the "
+              "operation itself needs.", ""]
     for s in speed:
         lines += [f"### {s.name} (torch threads: {s.threads}; {s.environment['date']})", "",
                   "| size | quality | bytes | bpp | compress (ms) | decompress (ms) | runs |",

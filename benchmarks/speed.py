@@ -2,8 +2,8 @@
 
 At the first size (a Kodak-sized photo) every quality is timed, each followed by WebP's and AVIF's times at
 the same file size (`benchmarks.rivals`), so the report can give ratios measured minutes, not days, apart.
-The larger sizes time a few qualities that stand for the rest (`large_qualities`): the time per pixel of
-a quality hardly depends on the size, and timing all of them at 12 megapixels took over half an hour.
+The larger sizes time a few qualities that stand for the rest (`large_qualities`): the qualities between
+follow the first size's table, and timing all of them at 12 megapixels took over half an hour.
 
 Times come from this process with the model loaded once and a warm-up excluded; each point is the
 median of up to `MAX_REPEATS` runs (fewer when the runs already took `MIN_TIME_S`). Peak resident
