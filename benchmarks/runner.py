@@ -177,7 +177,7 @@ def run_benchmark(config: BenchConfig, on_start: Callable[[int], None] = _ignore
             found[codec.name] = cached
         if codec.name.removeprefix("vqcodec-") in shipped_models():
             model = load_model(codec.name.removeprefix("vqcodec-"))
-            large = tuple(q for q in speed.large_qualities(model) if q in settings) if len(sizes) > 1 else ()
+            large = tuple(q for q in speed.large_qualities(model) if q in settings)
             skey = speed_key(codec, images[0], [*sizes, memory_size], settings, large, config.threads)
             scached = None if config.force else results.load(config.out / f"speed-{codec.name}.json", SpeedResult, skey)
             if scached is None:

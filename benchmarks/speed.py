@@ -200,7 +200,7 @@ def _memory_worker(job: dict[str, Any]) -> dict[str, float]:
         baseline = _maxrss_mib()
     result = operation()
     peak = _proc_mib("VmHWM") if linux else _maxrss_mib()
-    if job.get("output"):
+    if job["output"] is not None:
         Path(job["output"]).write_bytes(result)
     return {"baseline_mib": baseline, "peak_mib": peak}
 
