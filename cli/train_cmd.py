@@ -49,11 +49,16 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
         return "initialising the codebooks by k-means on encoder outputs"
     if phase == "train":
         return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
+    if phase == "coding":
+        return (f"coding the {m['images']} training images whole at {cfg.cached_codes} qualities each, "
+                f"{describe(cfg.effort)}")
     if phase == "decoder":
         which = (f"a second decoder for qualities {cfg.top_decoder_from} and up" if cfg.top_decoder_from
                  else "the decoder alone")
-        return (f"steps {step + 1}-{cfg.steps}, {which} ({cfg.loss} loss) on the codes compress writes "
-                f"at a random quality, {describe(cfg.effort)}; encoder, codebooks and prior stay {cfg.init}'s")
+        source = ("on windows of those codes" if cfg.cached_codes
+                  else f"on the codes compress writes at a random quality, {describe(cfg.effort)}")
+        return (f"steps {step + 1}-{cfg.steps}, {which} ({cfg.loss} loss) {source}; "
+                f"encoder, codebooks and prior stay {cfg.init}'s")
     if phase == "encoder":
         widths = ",".join(map(str, cfg.model.channels))
         return (f"steps {step + 1}-{cfg.steps}, an encoder of widths {widths} learning {cfg.init}'s latents; "
@@ -86,10 +91,10 @@ class PlainProgress:
         event = m.get("event")
         if event == "phase":
             self._print(f"phase {m['phase']}: {_phase_text(m, self.cfg)}")
-        elif event == "prior":
+        elif event in ("prior", "coding"):
             i, n = m["image"], m["images"]
             if late or i == n or i % max(1, n // 20) == 0:
-                self._print(f"prior image {i}/{n}")
+                self._print(f"{event} image {i}/{n}")
         elif event is None:
             step = m["step"]
             if self.lines.due(step, self.cfg.steps) or "val_psnr" in m:
@@ -166,6 +171,18 @@ def train(
         help="With --decoder-only: train a second decoder for qualities N and up (files of N or more stages) and "
              "keep --init's decoder for the qualities below, so the top gains without costing the low qualities. "
              "0: one decoder for all.")] = 0,
+    top_decoder_channels: Annotated[str, typer.Option(
+        help="With --decoder-only --top-decoder-from N: the second decoder's widths per scale, finest first, "
+             "comma-separated (e.g. 64,96,128), wider than --init's: the wider decoder starts as the same "
+             "function and learns what the narrow one could not. Empty: --init's widths.")] = "",
+    cached_codes: Annotated[int, typer.Option(
+        min=0, help="With --decoder-only: code each training image whole, once, at N of the qualities trained "
+             "(drawn per image) before the first step, and train on windows of those codes, without flips. "
+             "Steps get faster (coding crops takes most of a CPU step at the top qualities) and learn the codes "
+             "of whole images, as files hold them. 0: code each step's crops anew.")] = 0,
+    float16_weights: Annotated[bool, typer.Option(
+        "--float16-weights", help="Store the encoder's and decoders' weights as float16 in the model file (half "
+             "the size; computed in float32 when loaded). A model trained from one that has it keeps it.")] = False,
     decoder_from: Annotated[Optional[Path], typer.Option(
         help="With --decoder-only: start the trained decoder from this model's (e.g. an earlier fine-tune of "
              "--init) instead of --init's.")] = None,
@@ -195,7 +212,8 @@ def train(
         widths = _widths(decoder_channels, "--decoder-channels")
         encoder_widths = _widths(encoder_channels, "--encoder-channels")
         model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
-                            decoder_channels=widths, description=f"trained by vqcodec train on {data}")
+                            decoder_channels=widths, description=f"trained by vqcodec train on {data}",
+                            float16_weights=float16_weights)
         weights = parse_weights(rate_weights)
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,
@@ -203,7 +221,8 @@ def train(
                           seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
                           decoder_only=decoder_only, loss=loss, effort=effort, top_decoder_from=top_decoder_from,
                           decoder_from=decoder_from, priced=priced, encoder_channels=encoder_widths,
-                          encoder_only=encoder_only)
+                          encoder_only=encoder_only, cached_codes=cached_codes,
+                          top_decoder_channels=_widths(top_decoder_channels, "--top-decoder-channels"))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     plain = None if sys.stdout.isatty() else PlainProgress(cfg, sys.stdout)
@@ -218,10 +237,12 @@ def train(
             if event == "phase" and m["phase"] == "prior":
                 progress.update(task, info="done")
                 prior_task.append(progress.add_task("prior", total=m["images"] * m.get("rounds", 1), info=f"entropy prior, {m['views']} view(s) per image"))
+            elif event == "phase" and m["phase"] == "coding":
+                prior_task.append(progress.add_task("coding", total=m["images"], info="training images, once"))
             elif event == "phase":
                 progress.update(task, info=f"phase {m['phase']}")
-            elif event == "prior":
-                progress.update(prior_task[0], completed=m["image"])
+            elif event in ("prior", "coding"):
+                progress.update(prior_task[-1], completed=m["image"])
             else:
                 progress.update(task, completed=m["step"], info=_step_info(m))
 

@@ -88,7 +88,8 @@ class CropDataset(Dataset[torch.Tensor]):
     def __len__(self) -> int:
         return len(self.files)
 
-    def _pixels(self, i: int) -> np.ndarray:
+    def pixels(self, i: int) -> np.ndarray:
+        """Image `i`'s (H, W, 3) uint8 pixels, from memory when they fit there."""
         return self.cache[i] if self.cache is not None else read_rgb(self.files[i])
 
     def __getitem__(self, global_index: int) -> torch.Tensor:
@@ -96,7 +97,7 @@ class CropDataset(Dataset[torch.Tensor]):
         epoch, pos = divmod(int(global_index), n)
         order = np.random.default_rng([self.seed, epoch]).permutation(n)
         rng = np.random.default_rng([self.seed, epoch, pos, 1])
-        pixels = self._pixels(int(order[pos]))
+        pixels = self.pixels(int(order[pos]))
         h, w = pixels.shape[:2]
         if h < self.crop or w < self.crop:
             pad_h, pad_w = max(0, self.crop - h), max(0, self.crop - w)

@@ -13,7 +13,13 @@ log(1 - MS-SSIM) (MS-SSIM in dB, the perceptual model).
 One decoder trained on every quality trades the low qualities for the top: on BSDS500 val a
 fine-tune on all 22 qualities of `default` gained up to 1 dB at the top and lost up to 0.1 dB at
 qualities 1-8. With `top_decoder_from` Q the run trains a second decoder on qualities Q and up
-only (`ModelConfig.top_decoder_from`) and keeps the start model's decoder for those below.
+only (`ModelConfig.top_decoder_from`) and keeps the start model's decoder for those below; that
+second decoder may be wider than the start model's (`ModelConfig.top_decoder_channels`, started as
+the same function by `vqcodec.widening`), since the top qualities carry detail a narrow decoder
+cannot reproduce while the default quality keeps the fast first decoder.
+
+With `cached_codes` the training images are coded once, whole, and the steps train on windows of
+those codes (`vqcodec.coded_windows`) instead of coding each step's crops.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ import torch.nn.functional as F
 from pytorch_msssim import ms_ssim
 
 from vqcodec import codec, pricing
+from vqcodec.coded_windows import CodedWindows
 from vqcodec.data import CropDataset, find_images, read_rgb
 from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
+from vqcodec.widening import widen_decoder
 from vqcodec.step_loop import run_steps
 from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
                            psnr, truncate_log, write_log)
@@ -69,13 +77,23 @@ class CompressCodes:
         self.device = device
 
     @torch.no_grad()
-    def latents(self, net: VQVAE, x: torch.Tensor, quality: int) -> torch.Tensor:
-        """The decoder's input (B, D, h, w) for images `x` coded at level `quality` (from 1)."""
+    def indices(self, net: VQVAE, x: torch.Tensor, quality: int) -> tuple[torch.Tensor, torch.Size]:
+        """The codes (S, B * h * w) of images `x` coded at level `quality` (from 1), and the latents' shape."""
         stages, scale, _ = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
-        idx = net.quantizer.encode(_to_rows(z), stages, price, EFFORT_BEAMS[effort_for(self.effort, stages)])
-        return _from_rows(net.quantizer.decode(idx), z.shape)
+        return net.quantizer.encode(_to_rows(z), stages, price, EFFORT_BEAMS[effort_for(self.effort, stages)]), z.shape
+
+    @torch.no_grad()
+    def latents(self, net: VQVAE, x: torch.Tensor, quality: int) -> torch.Tensor:
+        """The decoder's input (B, D, h, w) for images `x` coded at level `quality` (from 1)."""
+        idx, shape = self.indices(net, x, quality)
+        return _from_rows(net.quantizer.decode(idx), shape)
+
+    def grids(self, net: VQVAE, x: torch.Tensor, quality: int) -> torch.Tensor:
+        """The index grids (S, h, w) of one image `x` (1, 3, H, W) coded at level `quality`."""
+        idx, (_, _, h, w) = self.indices(net, x, quality)
+        return idx.reshape(idx.shape[0], h, w)
 
 
 def quality_at(step: int, seed: int, qualities: int, lowest: int = 1) -> int:
@@ -121,16 +139,25 @@ def _top_split(cfg: TrainConfig, start: CodecModel) -> int:
     if split > start.config.num_stages:
         raise DataError(f"--top-decoder-from {split}: {cfg.init} has {start.config.num_stages} stages")
     if split and cfg.model.decoder_channels and cfg.model.decoder_channels != start.config.decoder_widths:
-        raise DataError("a top decoder has the widths of --init's decoder: leave --decoder-channels out")
+        raise DataError("a run that trains a top decoder keeps --init's first decoder: leave --decoder-channels "
+                        "out (--top-decoder-channels sets the top decoder's widths)")
     return split
 
 
 def _load_start(net: VQVAE, start: CodecModel) -> None:
-    """`start`'s weights into `net`; a top decoder `start` lacks begins as a copy of its decoder."""
-    state = start.net.state_dict()
-    if net.config.top_decoder_from and not start.config.top_decoder_from:
-        state.update({"top_" + k: v for k, v in state.items() if k.startswith("decoder.")})
-    net.load_state_dict(state)
+    """`start`'s weights into `net`; a top decoder `start` lacks begins as a copy of its decoder, and a top
+    decoder wider than `start`'s as the same function (`vqcodec.widening`)."""
+    state = {k: v for k, v in start.net.state_dict().items() if not k.startswith("top_decoder.")}
+    if not net.config.top_decoder_from:
+        net.load_state_dict(state)
+        return
+    source = start.net.top_decoder if start.config.top_decoder_from else start.net.decoder
+    net.load_state_dict(state, strict=False)
+    try:
+        top = widen_decoder(source, replace(net.config, decoder_channels=net.config.top_decoder_widths))
+    except ValueError as exc:
+        raise DataError(f"--top-decoder-channels: {exc} (a top decoder can only be widened)") from None
+    net.top_decoder.load_state_dict(top.state_dict())
 
 
 def _decoder_from(decoder: torch.nn.Module, path: Path, start: CodecModel, stages: int) -> None:
@@ -156,8 +183,9 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     start_model = load_model(cfg.init)
     split = _top_split(cfg, start_model)
     widths = cfg.model.decoder_channels or start_model.config.decoder_channels
-    net = VQVAE(replace(start_model.config, name=cfg.model.name, decoder_channels=widths,
-                        top_decoder_from=split)).to(device)
+    net = VQVAE(replace(start_model.config, name=cfg.model.name, decoder_channels=widths, top_decoder_from=split,
+                        top_decoder_channels=cfg.top_decoder_channels or start_model.config.top_decoder_channels,
+                        float16_weights=cfg.model.float16_weights or start_model.config.float16_weights)).to(device)
     weights = pricing.stage_weights(start_model.config.num_stages, cfg.rate_weights) if cfg.rate_weights else None
     codes = CompressCodes(start_model, device, weights, cfg.effort)
     dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
@@ -188,10 +216,18 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
                              "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
                              "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
                              "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,
-                             "decoder_from": None if cfg.decoder_from is None else str(cfg.decoder_from)})
-    step = run_steps(cfg, "decoder", net, opt, dataset, device, step,
-                     lambda x, done: _step(net, opt, codes, x, done, cfg, lowest),
-                     lambda: validate(net, codes, val_images, device), on_step)
+                             "top_decoder_channels": list(net.config.top_decoder_widths) if split else None,
+                             "decoder_from": None if cfg.decoder_from is None else str(cfg.decoder_from),
+                             "cached_codes": cfg.cached_codes, "float16_weights": net.config.float16_weights})
+    windows = _coded_windows(cfg, net, codes, dataset, lowest, device, on_step) if cfg.cached_codes else None
+    if windows is None:
+        step = run_steps(cfg, "decoder", net, opt, dataset, device, step,
+                         lambda x, done: _step(net, opt, codes, x, done, cfg, lowest),
+                         lambda: validate(net, codes, val_images, device), on_step)
+    else:
+        step = run_steps(cfg, "decoder", net, opt, windows, device, step,
+                         lambda batch, done: _window_step(net, opt, windows, batch, done, cfg, lowest),
+                         lambda: validate(net, codes, val_images, device), on_step)
     net.eval()
     lineage = (start_model.fingerprint, *start_model.decodes)
     save_model(net.cpu(), start_model.prior, cfg.out, codes.rate_weights, decodes=lineage)
@@ -212,19 +248,50 @@ def _start_narrow(net: VQVAE, start: CodecModel, codes: CompressCodes, dataset: 
     net.decoder.load_state_dict(narrow.state_dict())
 
 
+def _coded_windows(cfg: TrainConfig, net: VQVAE, codes: CompressCodes, dataset: CropDataset, lowest: int,
+                   device: torch.device, on_step: Callable[[dict[str, Any]], None] | None) -> CodedWindows:
+    """The training images coded once each at `cfg.cached_codes` of the qualities from `lowest` up."""
+    if on_step is not None:
+        on_step({"event": "phase", "phase": "coding", "step": 0, "images": len(dataset)})
+    t0 = time.perf_counter()
+
+    def coded(i: int, n: int) -> None:
+        if on_step is not None:
+            on_step({"event": "coding", "image": i, "images": n})
+
+    windows = CodedWindows([dataset.pixels(i) for i in range(len(dataset))], net,
+                           lambda x, q: codes.grids(net, x.to(device), q), list(range(lowest, len(codes.levels) + 1)),
+                           cfg.cached_codes, cfg.crop, cfg.seed, coded)
+    write_log(cfg.log, {"step": 0, "event": "coded", "images": len(dataset), "windows_from": len(windows),
+                        "qualities_per_image": cfg.cached_codes, "seconds": round(time.perf_counter() - t0, 1)})
+    return windows
+
+
+def _window_step(net: VQVAE, opt: torch.optim.Optimizer, windows: CodedWindows,
+                 batch: tuple[torch.Tensor, torch.Tensor], step: int, cfg: TrainConfig, lowest: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    latents, x = batch
+    return _learn(opt, windows.scored(net.reconstruct(latents, lowest)), x, step, cfg, t0)
+
+
 def _step(net: VQVAE, opt: torch.optim.Optimizer, codes: CompressCodes, x: torch.Tensor, step: int,
           cfg: TrainConfig, lowest: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     quality = quality_at(step, cfg.seed, len(codes.levels), lowest)
     stages = codes.levels[quality - 1][0]
+    record = _learn(opt, net.reconstruct(codes.latents(net, x, quality), stages), x, step, cfg, t0)
+    return {**record, "quality": quality, "stages": stages}
+
+
+def _learn(opt: torch.optim.Optimizer, recon: torch.Tensor, x: torch.Tensor, step: int, cfg: TrainConfig,
+           t0: float) -> dict[str, Any]:
+    """One optimiser step (at the schedule's rate) on the loss of `recon` against `x`; its log record."""
     for group in opt.param_groups:
         group["lr"] = lr_at(step, cfg)
-    recon = net.reconstruct(codes.latents(net, x, quality), stages)
     loss = loss_of(cfg.loss, recon, x)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     mse = F.mse_loss(recon.detach(), x).item()
     return {"step": step + 1, "loss": round(loss.item(), 6), "mse": round(mse, 6), "psnr": round(psnr(mse), 3),
-            "quality": quality, "stages": stages, "lr": lr_at(step, cfg),
-            "seconds": round(time.perf_counter() - t0, 3)}
+            "lr": lr_at(step, cfg), "seconds": round(time.perf_counter() - t0, 3)}

@@ -14,7 +14,7 @@ the weights, and all a reader needs to rebuild the network.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,13 @@ class ModelConfig:
     """The stage count from which a second decoder (`VQVAE.top_decoder`, same widths) decodes; 0: one decoder
     for every stage count. Latents of many stages need another synthesis than coarse ones: one decoder
     trained on both trades the low qualities for the top (`vqcodec.decoder_tuning`)."""
+    top_decoder_channels: tuple[int, ...] = ()
+    """The second decoder's widths, finest scale first; empty: `decoder_widths`. The top qualities carry
+    detail a narrow decoder cannot reproduce, while the low ones, the default among them, keep the fast one
+    (`vqcodec.widening` starts a wider one from the narrow one's function)."""
+    float16_weights: bool = False
+    """The model file stores the encoder's and decoders' weights as float16 (the loader computes in float32).
+    Halves the network's size; codebooks, BatchNorm statistics and the prior keep their exact types."""
     reduced_qualities: tuple[tuple[float, int], ...] = ()
     """The lowest qualities, coded at a reduced size: (factor by which width and height shrink, stages) each,
     lowest first (`codec.quality_levels`). Below about 0.15 bpp a smaller image with more stages gives a
@@ -64,13 +71,24 @@ class ModelConfig:
         """The decoder's channels per scale, finest first."""
         return self.decoder_channels or self.channels
 
+    @property
+    def top_decoder_widths(self) -> tuple[int, ...]:
+        """The second decoder's channels per scale, finest first."""
+        return self.top_decoder_channels or self.decoder_widths
+
     def __post_init__(self) -> None:
         if self.decoder_channels and len(self.decoder_channels) != len(self.channels):
             raise ValueError(f"decoder_channels needs one width per scale ({len(self.channels)}), "
                              f"got {len(self.decoder_channels)}")
-        if any(c < 1 for c in self.channels) or any(c < 1 for c in self.decoder_channels):
+        if self.top_decoder_channels and len(self.top_decoder_channels) != len(self.channels):
+            raise ValueError(f"top_decoder_channels needs one width per scale ({len(self.channels)}), "
+                             f"got {len(self.top_decoder_channels)}")
+        if any(c < 1 for c in (*self.channels, *self.decoder_channels, *self.top_decoder_channels)):
             raise ValueError(f"channel widths must be positive, got channels={self.channels}, "
-                             f"decoder_channels={self.decoder_channels}")
+                             f"decoder_channels={self.decoder_channels}, "
+                             f"top_decoder_channels={self.top_decoder_channels}")
+        if self.top_decoder_channels and not self.top_decoder_from:
+            raise ValueError("top_decoder_channels needs a second decoder (top_decoder_from)")
         top = len(self.reduced_qualities) + self.num_stages - self.full_from + 1
         if not 0 <= self.default_quality <= top:
             raise ValueError(f"default_quality must be 0 (the middle) or a quality 1..{top}, "
@@ -88,11 +106,13 @@ class ModelConfig:
     def to_json(self) -> str:
         """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
         `default_quality`, one decoder `top_decoder_from`, and full-size qualities alone `reduced_qualities` and
-        `full_from`, as files written before those fields existed have them."""
+        `full_from`, a top decoder of the first one's widths `top_decoder_channels`, and float32 weights
+        `float16_weights`, as files written before those fields existed have them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
-        for optional in ("default_quality", "top_decoder_from", "reduced_qualities"):
+        for optional in ("default_quality", "top_decoder_from", "reduced_qualities", "top_decoder_channels",
+                         "float16_weights"):
             if not fields[optional]:
                 del fields[optional]
         if fields["full_from"] == 1:
@@ -104,6 +124,7 @@ class ModelConfig:
         raw = json.loads(text)
         raw["channels"] = tuple(raw["channels"])
         raw["decoder_channels"] = tuple(raw.get("decoder_channels", ()))
+        raw["top_decoder_channels"] = tuple(raw.get("top_decoder_channels", ()))
         raw["reduced_qualities"] = tuple((float(f), int(k)) for f, k in raw.get("reduced_qualities", ()))
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
@@ -219,7 +240,7 @@ class VQVAE(nn.Module):
         )
         self.decoder = Decoder(config)
         if config.top_decoder_from:
-            self.top_decoder = Decoder(config)
+            self.top_decoder = Decoder(replace(config, decoder_channels=config.top_decoder_widths))
 
     def decoder_for(self, stages: int) -> Decoder:
         """The decoder of latents quantized with `stages` stages: `top_decoder` from `config.top_decoder_from`."""

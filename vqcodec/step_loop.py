@@ -13,17 +13,25 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from vqcodec.data import CropDataset, StepBatchSampler, ignore_stop_signal
+from vqcodec.data import StepBatchSampler, ignore_stop_signal
 from vqcodec.model import VQVAE
 from vqcodec.train import TrainConfig, save_checkpoint, sigterm_as_interrupt, write_log
 
-Step = Callable[[torch.Tensor, int], dict[str, Any]]
-"""One optimisation step: (batch on the device, steps done before it) -> its log record."""
+Step = Callable[[Any, int], dict[str, Any]]
+"""One optimisation step: (batch on the device, steps done before it) -> its log record. A batch is what the
+dataset's items collate to: a tensor of crops, or a tuple of tensors (`vqcodec.coded_windows`)."""
 
 
-def run_steps(cfg: TrainConfig, phase: str, net: VQVAE, opt: torch.optim.Optimizer, dataset: CropDataset,
+def _to(batch: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor],
+        device: torch.device) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def run_steps(cfg: TrainConfig, phase: str, net: VQVAE, opt: torch.optim.Optimizer, dataset: Dataset,
               device: torch.device, first: int, step: Step, validate: Callable[[], dict[str, Any]],
               on_step: Callable[[dict[str, Any]], None] | None = None,
               extra: dict[str, Any] | None = None) -> int:
@@ -38,8 +46,8 @@ def run_steps(cfg: TrainConfig, phase: str, net: VQVAE, opt: torch.optim.Optimiz
     done = first
     with sigterm_as_interrupt():
         try:
-            for x in loader:
-                metrics = step(x.to(device, non_blocking=True), done)
+            for batch in loader:
+                metrics = step(_to(batch, device), done)
                 done += 1
                 if cfg.val and (done % cfg.val_every == 0 or done == cfg.steps):
                     metrics.update(validate())

@@ -101,6 +101,12 @@ class TrainConfig:
     top_decoder_from: int = 0
     """A `decoder_only` run that trains a second decoder (`ModelConfig.top_decoder_from`) for the qualities from
     this one up, and keeps `init`'s decoder for those below; 0: one decoder for every quality."""
+    top_decoder_channels: tuple[int, ...] = ()
+    """The widths of the second decoder a `decoder_only` run with `top_decoder_from` trains (wider than `init`'s
+    top decoder: `vqcodec.widening`); empty: `init`'s."""
+    cached_codes: int = 0
+    """A `decoder_only` run codes each training image whole, once, at this many of its qualities and trains on
+    windows of those codes (`vqcodec.coded_windows`); 0: each step's crops are coded anew."""
     decoder_from: Path | None = None
     """A model file whose decoder the `decoder_only` run starts from instead of `init`'s (it must read `init`'s
     streams, e.g. an earlier fine-tune of it)."""
@@ -145,8 +151,12 @@ class TrainConfig:
             raise ValueError("--effort is for --decoder-only runs: the full recipe trains on nearest codes")
         if self.decoder_only:
             self.effort = check_effort(self.effort)
-        elif self.top_decoder_from or self.decoder_from is not None:
-            raise ValueError("--top-decoder-from and --decoder-from are for --decoder-only runs")
+        elif self.top_decoder_from or self.decoder_from is not None or self.cached_codes:
+            raise ValueError("--top-decoder-from, --decoder-from and --cached-codes are for --decoder-only runs")
+        if self.top_decoder_channels and not self.top_decoder_from:
+            raise ValueError("--top-decoder-channels are the widths of a second decoder: give --top-decoder-from")
+        if self.cached_codes < 0:
+            raise ValueError(f"--cached-codes must be 0 (code each step's crops) or more, got {self.cached_codes}")
         if self.encoder_only and (self.init is None or self.decoder_only or self.priced or self.rate_weights):
             raise ValueError("--encoder-only distils a narrower encoder from a model's: give it with --init (also "
                              "when resuming), without --decoder-only, --priced or --rate-weights")
@@ -295,13 +305,15 @@ def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device
 
 def _inherit(asked: ModelConfig, source: ModelConfig, encoder_asked: bool = False) -> ModelConfig:
     """The config of a fine-tune of `source`: `asked`, with what the command line does not set taken from
-    `source` (encoder and decoder widths unless asked, the default quality and a second decoder when the stage
-    counts agree); a stage count that differs is refused by `start_from_model`."""
+    `source` (encoder and decoder widths unless asked, float16 storage when either has it, the default quality
+    and a second decoder with its widths when the stage counts agree); a stage count that differs is refused by `start_from_model`."""
     inherited = replace(asked, channels=asked.channels if encoder_asked else source.channels,
-                        decoder_channels=asked.decoder_channels or source.decoder_channels)
+                        decoder_channels=asked.decoder_channels or source.decoder_channels,
+                        float16_weights=asked.float16_weights or source.float16_weights)
     if asked.num_stages != source.num_stages:
         return inherited
-    return replace(inherited, default_quality=source.default_quality, top_decoder_from=source.top_decoder_from)
+    return replace(inherited, default_quality=source.default_quality, top_decoder_from=source.top_decoder_from,
+                   top_decoder_channels=source.top_decoder_channels)
 
 
 def start_from_model(net: VQVAE, path: Path, source: CodecModel | None = None) -> None:
