@@ -97,7 +97,7 @@ def _windows(start_path: Path, crop: int = 16, seed: int = 3) -> tuple[CodedWind
     start = load_model(start_path)
     codes = CompressCodes(start, torch.device("cpu"))
     images = [np.asarray(synthetic_image(size=(44, 36), seed=s)) for s in range(2)]
-    windows = CodedWindows(images, start.net, lambda x, q: codes.grids(start.net, x, q), [2, 3, 4], 2, crop, seed)
+    windows = CodedWindows(images, start.net, lambda x, q: codes.grids(start.net, x, q), [2, 3, 4], 2, crop, 3, seed)
     return windows, images
 
 
@@ -112,7 +112,7 @@ def test_coded_windows_pair_the_codes_with_the_pixels_they_stand_for(start_path:
         assert latents.shape == (TINY.latent_dim, span, span) and pixels.shape == (3, 16, 16)
         crop = (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         found = False
-        for image, grids in windows.items:  # the window's latents are the codes at the crop's place, decoded
+        for image, _, grids in windows.items:  # the window's latents are the codes at the crop's place, decoded
             full = quantizer.decode(grids.long()).permute(2, 0, 1)
             for r in range(grids.shape[1] - span + 1):
                 for c in range(grids.shape[2] - span + 1):
@@ -122,6 +122,18 @@ def test_coded_windows_pair_the_codes_with_the_pixels_they_stand_for(start_path:
         assert found, i
     again, _ = _windows(start_path)
     assert all(torch.equal(a, b) for a, b in zip(windows[5], again[5]))
+
+
+def test_the_windows_of_a_step_share_a_quality(start_path: Path) -> None:  # noqa: F811
+    """The loss is the log of a batch's MSE: mixed qualities would let the low ones, with larger errors,
+    outweigh the top."""
+    windows, _ = _windows(start_path)  # 3 windows a step
+    seen = set()
+    for step in range(12):
+        qualities = {windows.items[windows.window_of(step * 3 + k)[0]][1] for k in range(3)}
+        assert len(qualities) == 1
+        seen |= qualities
+    assert len(seen) > 1  # the quality is drawn per step
 
 
 def test_coded_windows_refuse_images_too_small_for_the_crop_and_margin(start_path: Path) -> None:  # noqa: F811

@@ -261,7 +261,7 @@ def _coded_windows(cfg: TrainConfig, net: VQVAE, codes: CompressCodes, dataset: 
 
     windows = CodedWindows([dataset.pixels(i) for i in range(len(dataset))], net,
                            lambda x, q: codes.grids(net, x.to(device), q), list(range(lowest, len(codes.levels) + 1)),
-                           cfg.cached_codes, cfg.crop, cfg.seed, coded)
+                           cfg.cached_codes, cfg.crop, cfg.batch_size, cfg.seed, coded)
     write_log(cfg.log, {"step": 0, "event": "coded", "images": len(dataset), "windows_from": len(windows),
                         "qualities_per_image": cfg.cached_codes, "seconds": round(time.perf_counter() - t0, 1)})
     return windows
