@@ -43,8 +43,8 @@ class ModelConfig:
     """The quality `compress` uses when none is given; 0: the middle one (`codec.default_quality`). A model
     extended with more stages (`vqcodec.stage_extension`) keeps the default of the model it grew from."""
     top_decoder_from: int = 0
-    """The stage count from which a second decoder (`VQVAE.top_decoder`, same widths) decodes; 0: one decoder
-    for every stage count. Latents of many stages need another synthesis than coarse ones: one decoder
+    """The stage count from which a second decoder (`VQVAE.top_decoder`, `top_decoder_widths`) decodes; 0: one
+    decoder for every stage count. Latents of many stages need another synthesis than coarse ones: one decoder
     trained on both trades the low qualities for the top (`vqcodec.decoder_tuning`)."""
     top_decoder_channels: tuple[int, ...] = ()
     """The second decoder's widths, finest scale first; empty: `decoder_widths`. The top qualities carry
