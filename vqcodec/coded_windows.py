@@ -97,8 +97,10 @@ class CodedWindows(Dataset):
         with torch.no_grad():
             latents = self.quantizer.decode(window)
         s, m = self.stride, MARGIN_CELLS
-        crop = self.pixels[image][(top + m) * s : (top + m + self.cells) * s, (left + m) * s : (left + m + self.cells) * s]
-        return latents.permute(2, 0, 1).contiguous(), torch.from_numpy(np.array(crop)).permute(2, 0, 1).float().div_(255.0)
+        rows = slice((top + m) * s, (top + m + self.cells) * s)
+        cols = slice((left + m) * s, (left + m + self.cells) * s)
+        pixels = torch.from_numpy(np.array(self.pixels[image][rows, cols])).permute(2, 0, 1).float().div_(255.0)
+        return latents.permute(2, 0, 1).contiguous(), pixels
 
     def scored(self, recon: torch.Tensor) -> torch.Tensor:
         """The crop of decoded windows (B, 3, H, W) that is scored: the window without its margin."""
