@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,13 @@ import torch
 from safetensors.torch import load_file
 
 from tests.conftest import noise_image
+
+
+def free_port() -> int:
+    """A port no process listens on now: a fixed one fails when two test runs share the machine."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("split", [False, True])
@@ -25,7 +33,7 @@ def test_two_ranks_share_one_codebook(tmp_path: Path, split: bool) -> None:
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(29517 + split),
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          str(Path(__file__).with_name("dist_worker.py")), str(data), str(out), *(["split"] if split else [])],
         capture_output=True, text=True, timeout=300, env=env,
     )
