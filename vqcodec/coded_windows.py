@@ -73,6 +73,7 @@ class CodedWindows(Dataset):
         self.by_quality: dict[int, list[int]] = {}
         for k, (_, q, _) in enumerate(self.items):
             self.by_quality.setdefault(q, []).append(k)
+        self.qualities = sorted(self.by_quality)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,8 +81,7 @@ class CodedWindows(Dataset):
     def window_of(self, global_index: int) -> tuple[int, int, int]:
         """The item (an index into `items`) and the window's top and left cell of sample `global_index`."""
         step, pos = divmod(int(global_index), self.batch_size)
-        qualities = sorted(self.by_quality)
-        quality = qualities[int(np.random.default_rng([self.seed, step, 3]).integers(len(qualities)))]
+        quality = self.qualities[int(np.random.default_rng([self.seed, step, 3]).integers(len(self.qualities)))]
         rng = np.random.default_rng([self.seed, step, pos, 1])
         choices = self.by_quality[quality]
         item = choices[int(rng.integers(len(choices)))]

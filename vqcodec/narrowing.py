@@ -24,7 +24,8 @@ from vqcodec.model import Decoder, Encoder, ModelConfig, ResBlock
 Chain = Encoder | Decoder
 
 
-def _is_conv(layer: nn.Module) -> bool:
+def is_conv(layer: nn.Module) -> bool:
+    """Whether `layer` opens a group of a chain (a convolution or transposed convolution)."""
     return isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
 
 
@@ -43,7 +44,7 @@ def channel_importance(network: Chain, inputs: torch.Tensor) -> list[torch.Tenso
     scores: list[torch.Tensor] = []
     x, opened = inputs, False
     for layer in network.net:
-        if _is_conv(layer):
+        if is_conv(layer):
             if opened:
                 scores.append(x.pow(2).mean(dim=(0, 2, 3)) * _read_norms(layer))
             opened = True
@@ -65,9 +66,9 @@ def _narrow(wide: Chain, narrow: Chain, widths: list[int], inputs: torch.Tensor)
         raise ValueError("the narrow network must have the wide one's layers (same scales and residual blocks)")
     keeps = [_keep(score, width) for score, width in zip(channel_importance(wide, inputs), widths)]
     group = -1
-    rows = torch.arange(next(m for m in wide.net if _is_conv(m)).in_channels)  # the channels the next layer reads
+    rows = torch.arange(next(m for m in wide.net if is_conv(m)).in_channels)  # the channels the next layer reads
     for src, dst in zip(wide.net, narrow.net):
-        if _is_conv(src):
+        if is_conv(src):
             group += 1
             cols = keeps[group] if group < len(keeps) else torch.arange(src.out_channels)
             _copy_conv(src, dst, rows, cols)

@@ -306,7 +306,8 @@ def pca_init(net: VQVAE, batches: Iterator[torch.Tensor], n_batches: int, device
 def _inherit(asked: ModelConfig, source: ModelConfig, encoder_asked: bool = False) -> ModelConfig:
     """The config of a fine-tune of `source`: `asked`, with what the command line does not set taken from
     `source` (encoder and decoder widths unless asked, float16 storage when either has it, the default quality
-    and a second decoder with its widths when the stage counts agree); a stage count that differs is refused by `start_from_model`."""
+    and a second decoder with its widths when the stage counts agree); a stage count that differs is refused by
+    `start_from_model`."""
     inherited = replace(asked, channels=asked.channels if encoder_asked else source.channels,
                         decoder_channels=asked.decoder_channels or source.decoder_channels,
                         float16_weights=asked.float16_weights or source.float16_weights)

@@ -16,10 +16,7 @@ import torch
 from torch import nn
 
 from vqcodec.model import Decoder, ModelConfig, ResBlock
-
-
-def _is_conv(layer: nn.Module) -> bool:
-    return isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
+from vqcodec.narrowing import is_conv
 
 
 def _widen_conv(src: nn.Module, dst: nn.Module) -> None:
@@ -54,7 +51,7 @@ def widen_decoder(narrow: Decoder, config: ModelConfig, seed: int = 0) -> Decode
     if len(wide.net) != len(narrow.net) or any(type(a) is not type(b) for a, b in zip(narrow.net, wide.net)):
         raise ValueError("the wide decoder must have the narrow one's layers (same scales and residual blocks)")
     for src, dst in zip(narrow.net, wide.net):
-        if _is_conv(src):
+        if is_conv(src):
             if dst.out_channels < src.out_channels:
                 raise ValueError(f"cannot narrow a group from {src.out_channels} to {dst.out_channels} channels")
             _widen_conv(src, dst)
