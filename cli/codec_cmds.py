@@ -13,6 +13,8 @@ from vqcodec import batch, container, registry, shards
 from vqcodec.effort import EFFORT_BEAMS, describe_default
 from vqcodec.errors import OutputError, VqcodecError, error_line
 from vqcodec.images import MAX_INPUT_PIXELS
+from vqcodec.latent_refinement import MAX_STEPS
+from vqcodec.latent_refinement import describe_default as describe_refinement
 from vqcodec.text import printable, stages
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ def compress(
     quality: Annotated[Optional[int], typer.Option("--quality", "-q", help="1 (smallest) to the model's top quality. Default model: 1 and 2 code the image shrunk by 2 and 1.5 (4 stages each, for the lowest rates); 3..26 keep that many stages; 27 and 28 keep all 26 with bits priced less. Default: the model's default quality (5 for the default model).")] = None,
     target_bpp: Annotated[Optional[float], typer.Option("--target-bpp", min=0.001, help="Search quality and rate-aware quantization for this many bits per pixel (instead of --quality).")] = None,
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, max=len(EFFORT_BEAMS) - 1, show_default=False, help=f"Encoder search: 0 (greedy, fastest) to 4 (a beam of 16: slowest, best image for its size); decoding is the same. Default: by the stages a quality codes, {describe_default()}.")] = None,
+    refine_steps: Annotated[Optional[int], typer.Option("--refine-steps", min=0, max=MAX_STEPS, show_default=False, help=f"Gradient steps that move the encoder's latents towards what the decoder reproduces the image from best, before they are quantized: slower, a better image for its size at the qualities of many stages; decoding is the same. 0 turns it off. Default: {describe_refinement()}.")] = None,
     jobs: Jobs = 1,
     threads: Threads = None,
     shard: Shard = None,
@@ -126,7 +129,8 @@ def compress(
         raise typer.BadParameter(str(exc), param_hint="--quality") from None
     tasks = _shard(batch.plan(inputs, output, ".vqz", batch.is_image), shard)
     _execute("compress", tasks, Settings(model=model, quality=quality, force=force, max_pixels=max_pixels,
-                                                        target_bpp=target_bpp, effort=effort), jobs, threads)
+                                                        target_bpp=target_bpp, effort=effort,
+                                                        refine_steps=refine_steps), jobs, threads)
 
 
 def decompress(

@@ -70,6 +70,7 @@ class Settings:
     max_pixels: int = MAX_INPUT_PIXELS
     target_bpp: float | None = None
     effort: int | None = None
+    refine_steps: int | None = None
 
 
 def is_folder_name(output: str | os.PathLike[str]) -> bool:
@@ -158,7 +159,8 @@ def compress_task(task: Task, model: CodecModel, settings: Settings) -> Outcome:
         check_output(task.dst, settings.force, [task.src])
         t0 = time.perf_counter()
         data = codec.compress(im, model, settings.quality, max_pixels=settings.max_pixels,
-                              target_bpp=settings.target_bpp, effort=settings.effort)
+                              target_bpp=settings.target_bpp, effort=settings.effort,
+                              refine_steps=settings.refine_steps)
         seconds = time.perf_counter() - t0
     write_bytes_atomic(task.dst, data, overwrite=settings.force, inputs=[task.src])
     header = codec.info(data).header

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqcodec import container, pricing, rate
+from vqcodec import container, latent_refinement, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
@@ -193,6 +193,26 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
 
 
+def refine(model: CodecModel, rgb: np.ndarray, latents: torch.Tensor, stages: int, steps: int,
+           tile: int = TILE_CELLS) -> torch.Tensor:
+    """`embed`'s latents (grid_h * grid_w, D) of 8-bit RGB pixels (H, W, 3) after `steps` steps of latent
+    refinement (`vqcodec.latent_refinement`) against the decoder of `stages` stages, tile by tile: each
+    tile's latents are refined with their halo and the image's pixels under it, and the halo is dropped."""
+    if steps == 0:
+        return latents
+    s = model.config.stride
+    grid_h, grid_w = grid_shape(model, rgb.shape[1], rgb.shape[0])
+    grid = latents.reshape(grid_h, grid_w, -1).permute(2, 0, 1)
+    out = grid.clone()
+    decoder = model.net.decoder_for(stages)
+    for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
+        pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
+        z = latent_refinement.refine(decoder, _to_tensor(pixels, s), grid[None, :, hrows, hcols], steps)[0]
+        out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
+                               cols.start - hcols.start : cols.stop - hcols.start]
+    return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
+
+
 @torch.inference_mode()
 def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], quality: int,
              rate_weight: float = 0.0, effort: int | None = None) -> np.ndarray:
@@ -215,16 +235,20 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
 
 
 def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int = TILE_CELLS,
-                   effort: int | None = None) -> np.ndarray:
+                   effort: int | None = None, refine_steps: int | None = None) -> np.ndarray:
     """Index grids (stages, grid_h, grid_w) for 8-bit RGB pixels (H, W, 3), as `compress` codes them at
-    `quality` (its stage count and rate weights, `quality_levels`) and `effort` (default: `compress`'s).
-    A reduced quality (one that shrinks the image first) is refused: its grids are not the image's."""
+    `quality` (its stage count and rate weights, `quality_levels`), `effort` and `refine_steps` (defaults:
+    `compress`'s). A reduced quality (one that shrinks the image first) is refused: its grids are not the
+    image's."""
     q = check_quality(model, quality)
-    if quality_levels(model)[q - 1].shrink != 1:
+    level = check_effort(effort)
+    stages, _, shrink = quality_levels(model)[q - 1]
+    if shrink != 1:
         raise ArgumentError(f"quality {q} of model '{model.name}' codes a shrunk image; index grids of the image "
                             f"itself need a full-size quality ({full_size_qualities(model)})")
     grid = grid_shape(model, rgb.shape[1], rgb.shape[0])
-    return quantize(model, embed(model, rgb, tile), grid, q, effort=check_effort(effort))
+    steps = latent_refinement.steps_for(refine_steps, stages)
+    return quantize(model, refine(model, rgb, embed(model, rgb, tile), stages, steps, tile), grid, q, effort=level)
 
 
 def full_size_qualities(model: CodecModel) -> str:
@@ -262,7 +286,8 @@ def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray, size:
 
 
 def compress(image: ImageSource, model: ModelLike = None, quality: int | None = None,
-             max_pixels: int = MAX_INPUT_PIXELS, target_bpp: float | None = None, effort: int | None = None) -> bytes:
+             max_pixels: int = MAX_INPUT_PIXELS, target_bpp: float | None = None, effort: int | None = None,
+             refine_steps: int | None = None) -> bytes:
     """Compress an image to `.vqz` bytes.
 
     `image` is a PIL image, a path, a binary file object (as `PIL.Image.open` takes)
@@ -275,10 +300,15 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     `effort` (0 to 4; 0 is greedy) is how hard the encoder searches for codes (`EFFORT_BEAMS`): higher is
     slower and gives a better image for its size; decoding is the same at every level. None (the default)
     searches harder the more stages a quality codes (`vqcodec.effort.DEFAULT_EFFORTS`).
+    `refine_steps` (0 to `latent_refinement.MAX_STEPS`) moves the encoder's latents that many gradient steps
+    towards what the decoder reproduces the image from best before they are quantized
+    (`vqcodec.latent_refinement`); None (the default) refines the qualities of many stages
+    (`latent_refinement.DEFAULT_REFINEMENT`). Decoding is the same either way.
     The same input and settings always give the same bytes.
     """
     m = as_model(model)
     level = check_effort(effort)
+    refine_steps = latent_refinement.check_steps(refine_steps)
     if target_bpp is None:
         quality = check_quality(m, quality)
     elif quality is not None:
@@ -288,16 +318,22 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     prepared = load_image(image, max_pixels)
     height, width = prepared.rgb.shape[:2]
     levels = quality_levels(m)
-    coded: dict[float, tuple[tuple[int, int], torch.Tensor]] = {}
+    coded: dict[float, tuple[tuple[int, int], np.ndarray, torch.Tensor]] = {}
+    refined: dict[tuple[float, torch.nn.Module, int], torch.Tensor] = {}
 
     def latents_at(q: int) -> tuple[tuple[int, int], torch.Tensor]:
-        """The coded size and the latents of the image as quality `q` codes it (shrunk or not), once per size."""
-        shrink = levels[q - 1].shrink
+        """The coded size and the latents of the image as quality `q` codes it (shrunk or not, refined or not),
+        once per size and per decoder and refinement."""
+        stages, _, shrink = levels[q - 1]
         if shrink not in coded:
             size = coded_size(width, height, shrink)
             rgb = prepared.rgb if size == (width, height) else _resize(prepared.rgb, *size, RESIZE_DOWN)
-            coded[shrink] = size, embed(m, rgb)
-        return coded[shrink]
+            coded[shrink] = size, rgb, embed(m, rgb)
+        size, rgb, latents = coded[shrink]
+        key = (shrink, m.net.decoder_for(stages), latent_refinement.steps_for(refine_steps, stages))
+        if key not in refined:
+            refined[key] = refine(m, rgb, latents, stages, key[2])
+        return size, refined[key]
 
     if target_bpp is None:
         size, latents = latents_at(quality)
