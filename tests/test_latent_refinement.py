@@ -136,3 +136,20 @@ def test_the_command_line_passes_the_steps_on(tmp_path, tiny_model_path) -> None
     bad = run_cli("compress", str(src), "-o", str(tmp_path / "b.vqz"), "--refine-steps", "-1")
     assert bad.returncode == 2 and "refine-steps" in bad.stderr and "Traceback" not in bad.stderr
     assert "--refine-steps" in run_cli("compress", "--help").stdout
+
+
+def test_the_refinement_benchmark_codes_each_quality_plain_and_refined(tmp_path, tiny_model_path) -> None:  # noqa: ANN001
+    """`python -m vqcodec.bench.refinement`: a quality the steps leave alone is coded once; one they reach gets
+    both points, and the table says what changed."""
+    from vqcodec.bench.refinement import measure, report
+    from tests.conftest import write_photos
+
+    paths = sorted(write_photos(tmp_path / "photos", 2, (48, 40)).iterdir())
+    points = measure(str(tiny_model_path), paths, [1, 2, 3], steps=2)
+    assert all(plain[:2] != refined[:2] for plain, refined in points.values())
+    plain_only = measure(str(tiny_model_path), paths, [1, 2, 3], steps=0)
+    assert all(plain == refined for plain, refined in plain_only.values())
+    assert [p[0][:2] for p in plain_only.values()] == [p[0][:2] for p in points.values()]
+    text = report(points)
+    assert text.count("\n| ") == 3 and " dB | " in text
+    assert "- | -" in report(plain_only)

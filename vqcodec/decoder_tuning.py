@@ -66,7 +66,10 @@ class CompressCodes:
     """Quantized latents as `compress` makes them at each coding level (`codec.coding_levels`: 1..S stages,
     then the lighter-priced top; a level's number is its stage count up to S): the start model's prior, its
     rate weights (or others given) and an encoder effort (default: `compress`'s), applied to a network whose
-    encoder and codebooks are frozen. Reduced qualities code a shrunk image at one of these levels."""
+    encoder and codebooks are frozen. Reduced qualities code a shrunk image at one of these levels. The
+    latents are the encoder's own: where `compress` refines them first (`vqcodec.latent_refinement`, by
+    default from 16 stages) these are the codes of `compress(refine_steps=0)`; refining every training
+    crop against the decoder being trained would cost a decoder pass and back per refinement step."""
 
     def __init__(self, start: CodecModel, device: torch.device, rate_weights: np.ndarray | None = None,
                  effort: int | None = None) -> None:
