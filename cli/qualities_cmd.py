@@ -18,8 +18,8 @@ def qualities(
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Print what each compress quality of a model does: stages, the size it codes the image at, the
-    scale of its rate weights and its default encoder effort. With --out, write the model with other
-    reduced qualities.
+    scale of its rate weights, its default encoder effort and its default latent refinement steps. With
+    --out, write the model with other reduced qualities.
 
     Reduced qualities shrink the image before coding it and enlarge it after decoding: below about
     0.15 bpp that gives a better picture for the size than the full image with fewer stages. The
@@ -30,6 +30,7 @@ def qualities(
     from vqcodec import codec, ladder
     from vqcodec.effort import default_effort
     from vqcodec.errors import OutputError
+    from vqcodec.latent_refinement import default_steps
     from vqcodec.zoo import load_model, save_model
 
     base = load_model(model)
@@ -41,7 +42,7 @@ def qualities(
             size = "full size" if level.shrink == 1 else f"shrunk by {level.shrink:g}"
             mark = "  (default)" if q == default else ""
             console.print(f"{q:3d}: {level.stages:3d} stages, {size}, rate weights x {level.scale:g}, "
-                          f"effort {default_effort(level.stages)}{mark}",
+                          f"effort {default_effort(level.stages)}, {default_steps(level.stages)} refine steps{mark}",
                           markup=False, highlight=False)
         return
     if out.exists() and not force:

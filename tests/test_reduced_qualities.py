@@ -149,9 +149,9 @@ def test_qualities_command_prints_the_ladder_and_writes_a_model_that_reads_the_o
     assert made.returncode == 0, made.stderr
     shown = run("qualities", out)
     assert shown.returncode == 0 and shown.stdout.splitlines() == [
-        "  1:   3 stages, shrunk by 2, rate weights x 1, effort 1",
-        "  2:   2 stages, full size, rate weights x 1, effort 1  (default)",
-        "  3:   3 stages, full size, rate weights x 1, effort 1"]
+        "  1:   3 stages, shrunk by 2, rate weights x 1, effort 1, 0 refine steps",
+        "  2:   2 stages, full size, rate weights x 1, effort 1, 0 refine steps  (default)",
+        "  3:   3 stages, full size, rate weights x 1, effort 1, 0 refine steps"]
     new = load_model(out)
     assert new.decodes[0] == tiny_model.fingerprint
     old_file = codec.compress(synthetic_image(), tiny_model, 3)
