@@ -44,16 +44,21 @@ def test_lower_quality_decodes_from_a_full_file(default_model, kodak_crop) -> No
     # Greedy coding (effort 0) fixes each stage before the next, so a prefix of a full file is exactly
     # the file of that quality; searching efforts choose early stages for the full depth instead.
     # A prefix of k stages is the full-size quality that keeps k stages (`decompress`'s quality counts stages).
+    # Latent refinement (by default from 16 stages) codes other latents than the encoder's, so it is off here;
+    # the prefix of a refined file still decodes, to the refined latents' first stages.
     levels = codec.quality_levels(default_model)
 
     def keeping(stages: int) -> int:
         return levels.index((stages, 1.0, 1.0)) + 1
 
-    full = codec.compress(kodak_crop, default_model, keeping(default_model.config.num_stages), effort=0)
+    full = codec.compress(kodak_crop, default_model, keeping(default_model.config.num_stages), effort=0,
+                          refine_steps=0)
     for k in (3, 5):
         from_prefix = codec.decompress(full, quality=k)
         direct = codec.decompress(codec.compress(kodak_crop, default_model, keeping(k), effort=0))
         assert np.array_equal(np.asarray(from_prefix), np.asarray(direct))
+    refined = codec.compress(kodak_crop, default_model, keeping(default_model.config.num_stages), effort=0)
+    assert refined != full and codec.decompress(refined, quality=5).size == kodak_crop.size
     with pytest.raises(VqzError, match="qualities 1.."):
         codec.decompress(codec.compress(kodak_crop, default_model, keeping(3)), quality=4)
 
