@@ -53,13 +53,14 @@ def measure(model: ModelLike, paths: list[Path], qualities: list[int],
 
 def report(points: dict[int, tuple[Point, Point]]) -> str:
     """The points in Markdown, and the BD-rates of the refined curve against the plain one."""
-    lines = ["| quality | plain bpp | PSNR (dB) | compress (s) | refined bpp | PSNR (dB) | compress (s) | PSNR gain | rate |",
+    lines = ["| quality | plain bpp | PSNR (dB) | compress (s) | refined bpp | PSNR (dB) | compress (s) | PSNR gain "
+             "| rate |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for q, (plain, refined) in sorted(points.items()):
         change = f"{refined[1] - plain[1]:+.3f} dB | {100 * (refined[0] / plain[0] - 1):+.1f}%" if refined != plain \
             else "- | -"
-        lines.append(f"| {q} | {plain[0]:.4f} | {plain[1]:.3f} | {plain[2]:.2f} | {refined[0]:.4f} | {refined[1]:.3f} | "
-                     f"{refined[2]:.2f} | {change} |")
+        lines.append(f"| {q} | {plain[0]:.4f} | {plain[1]:.3f} | {plain[2]:.2f} | {refined[0]:.4f} | "
+                     f"{refined[1]:.3f} | {refined[2]:.2f} | {change} |")
     lines.append("")
     touched = [q for q, (plain, refined) in sorted(points.items()) if refined != plain]
     for label, chosen in (("every quality given", sorted(points)), ("the refined qualities", touched)):

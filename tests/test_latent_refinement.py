@@ -35,7 +35,8 @@ def test_refinement_lowers_the_decoders_error_on_the_image(default_model, kodak_
     latents = codec.embed(default_model, rgb)
     refined = codec.refine(default_model, rgb, latents, stages, 10)
     assert refined.shape == latents.shape and not torch.equal(refined, latents)
-    assert decoder_error(default_model, rgb, refined, stages) < 0.97 * decoder_error(default_model, rgb, latents, stages)
+    before = decoder_error(default_model, rgb, latents, stages)
+    assert decoder_error(default_model, rgb, refined, stages) < 0.97 * before
     assert torch.equal(codec.refine(default_model, rgb, latents, stages, 0), latents)
 
 
@@ -138,7 +139,7 @@ def test_the_command_line_passes_the_steps_on(tmp_path, tiny_model_path) -> None
     assert "--refine-steps" in run_cli("compress", "--help").stdout
 
 
-def test_the_refinement_benchmark_codes_each_quality_plain_and_refined(tmp_path, tiny_model_path) -> None:  # noqa: ANN001
+def test_the_refinement_benchmark_codes_each_quality_plain_and_refined(tmp_path, tiny_model_path) -> None:
     """`python -m vqcodec.bench.refinement`: a quality the steps leave alone is coded once; one they reach gets
     both points, and the table says what changed."""
     from vqcodec.bench.refinement import measure, report

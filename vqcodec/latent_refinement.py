@@ -22,9 +22,10 @@ coding unrefined):
 At the few stages of the low qualities the quantization error dominates, and the moved latents lose
 PSNR and cost bits; `DEFAULT_REFINEMENT` says from how many stages `compress` refines by default.
 The schedule is kept free of torch (imported when `refine` runs), so the command line can describe it
-without loading torch. Trying a straight-through estimate of the quantizer inside the loop instead (the quantized latents'
-error against the image, its gradient passed to the unquantized ones) moved the latents too far:
--0.8 dB at +17% rate at quality 28.
+without loading torch. Trying a straight-through estimate of the quantizer inside the loop instead (the
+quantized latents' error against the image, its gradient passed to the unquantized ones) moved the
+latents too far at this rate of learning: -0.8 dB at +17% rate at quality 28 (a gentler try is in
+docs/benchmarks.md, "Latent refinement").
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ val images); 0.02 for 15 steps gained 0.85 dB there, 0.01 for 25 steps 0.92 dB."
 
 DEFAULT_REFINEMENT: tuple[tuple[int, int], ...] = ((1, 0), (16, 10), (21, 20))
 """The steps `compress` refines for when none are given, by how many stages a quality codes: (fewest
-stages, steps), ascending. Each step costs about a decoder's pass forward and back (about 0.45 s for a
+stages, steps), ascending. Each step costs about a decoder's pass forward and back (0.45-0.65 s for a
 768x512 image on one thread), so the steps go where they buy most: none below 16 stages (at 9 and 12 they
 bought 0.02-0.04 dB net of their rate for 3-5 times the compress time), 10 from 16 and 20 from 21."""
 
@@ -76,7 +77,8 @@ def steps_for(steps: int | None, stages: int) -> int:
 
 
 def describe_default() -> str:
-    """The default refinement in words, for help texts and reports, e.g. 'none below 9 stages, 20 steps from 9'."""
+    """The default refinement in words, for help texts and reports, e.g. 'none below 16 stages, 10 steps from 16
+    stages, 20 steps from 21 stages'."""
     parts = []
     for i, (fewest, steps) in enumerate(DEFAULT_REFINEMENT):
         if i + 1 < len(DEFAULT_REFINEMENT) and steps == 0:
