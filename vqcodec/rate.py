@@ -73,8 +73,9 @@ def search(measure: Measure, stages: int, target_size: float, tolerance: float =
     qualities' distortions compare (the latents of an image coded at one size): a neighbour of another
     family is only taken when none of the target quality's own family lands within tolerance.
     """
-    full = [measure(q, 0.0)[0] for q in range(1, stages + 1)]
-    first = next((q for q, size in enumerate(full, start=1) if size >= target_size), stages)
+    # Qualities are measured from the lowest up only until one reaches the target: the deeper ones cost
+    # the most to code (the widest beams, latent refinement).
+    first = next((q for q in range(1, stages + 1) if measure(q, 0.0)[0] >= target_size), stages)
     candidates = [_bisect(measure, q, target_size, tolerance, steps) for q in range(first, min(first + 1, stages) + 1)]
     if first > 1:  # the target may lie in a gap above the lower quality's largest file
         size, dist = measure(first - 1, 0.0)
