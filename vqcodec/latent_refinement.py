@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vqcodec.effort import by_stages
 from vqcodec.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -54,11 +55,7 @@ MAX_STEPS = 1000
 
 def default_steps(stages: int) -> int:
     """The steps `compress` refines for, when none are given, at a quality that codes `stages` stages."""
-    chosen = DEFAULT_REFINEMENT[0][1]
-    for fewest, steps in DEFAULT_REFINEMENT:
-        if stages >= fewest:
-            chosen = steps
-    return chosen
+    return by_stages(DEFAULT_REFINEMENT, stages)
 
 
 def check_steps(steps: int | None) -> int | None:
