@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import Annotated
 
 import typer
 
@@ -47,8 +48,23 @@ app.command("add-stages")(add_stages)
 app.command()(qualities)
 
 
+def version_line() -> str:
+    """What `vqcodec --version` prints: the package, the .vqz format it writes and the models it ships."""
+    from vqcodec import __version__, container, shipped_models
+
+    return f"vqcodec {__version__} (.vqz format {container.VERSION}; models: {', '.join(sorted(shipped_models()))})"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="Print vqcodec's version, the .vqz format version it "
+                                                     "writes and the shipped models, and exit.")] = False) -> None:
     """vqcodec: compress photos to .vqz with a learned VQ-VAE, decompress, train and benchmark."""
 
 

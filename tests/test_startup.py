@@ -41,7 +41,7 @@ def modules_loaded(*args: str | Path, tmp_path: Path) -> tuple[subprocess.Comple
     return result, json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("args", [("--help",), ("compress", "--help"), ("train", "--help"), ("info", "VQZ"),
+@pytest.mark.parametrize("args", [("--help",), ("--version",), ("compress", "--help"), ("train", "--help"), ("info", "VQZ"),
                                   ("info", "missing.vqz"), ("compress", "--bogus"), ("decompress",)])
 def test_help_info_and_usage_errors_do_not_import_torch(args: tuple[str, ...], vqz: Path, tmp_path: Path) -> None:
     args = tuple(str(vqz) if a == "VQZ" else a for a in args)
@@ -49,6 +49,16 @@ def test_help_info_and_usage_errors_do_not_import_torch(args: tuple[str, ...], v
     assert result.returncode in (0, 1, 2), result.stderr
     assert "Traceback" not in result.stderr
     assert "torch" not in modules
+
+
+def test_version_names_the_package_format_and_models(tmp_path: Path) -> None:
+    import vqcodec
+
+    result, modules = modules_loaded("--version", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"vqcodec {vqcodec.__version__} (.vqz format {container.VERSION}; "
+                                     f"models: {', '.join(sorted(vqcodec.shipped_models()))})")
+    assert "default" in result.stdout and "torch" not in modules
 
 
 def test_info_still_reports_the_file_without_torch(vqz: Path, tmp_path: Path) -> None:
