@@ -156,6 +156,8 @@ def test_ms_ssim_loss_and_the_validation_it_logs(folder: Path, start_path: Path,
     val = [r for r in records if "val_msssim" in r][-1]
     assert len(val["val_msssim"]) == len(val["val_psnr"]) == 5 and all(0 < s <= 1 for s in val["val_msssim"])
     assert all(r["loss"] < 0 for r in records if "loss" in r)  # log(1 - MS-SSIM)
+    assert load_model(cfg.out).config.distortion == "ms-ssim"  # so compress refines its latents for MS-SSIM
+    assert load_model(start_path).config.distortion == "mse"
 
 
 def test_other_rate_weights_are_stored_and_their_codes_still_decode(folder: Path, start_path: Path,
@@ -276,14 +278,14 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
         codec.decompress(old)
 
 
-@pytest.mark.parametrize("short_id", [3, 7])
-def test_files_of_perceptual_ids_3_and_7_decode_the_same_with_today_s(kodak_crop, short_id: int) -> None:
-    """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state), and today's (12) is id 7
-    with quality 1 coding the image shrunk (`vqcodec qualities`): the same weights, so their files decode to the
-    same pixels."""
+@pytest.mark.parametrize("short_id", [3, 7, 12])
+def test_files_of_perceptual_ids_3_7_and_12_decode_the_same_with_today_s(kodak_crop, short_id: int) -> None:
+    """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state), 12 is id 7 with quality
+    1 coding the image shrunk (`vqcodec qualities`), and today's (14) is id 12 declared an MS-SSIM model (its
+    encoder refines for MS-SSIM): the same weights, so their files decode to the same pixels."""
     old_id, perceptual = container.SHIPPED_MODELS[short_id], load_model("perceptual")
-    assert perceptual.fingerprint == container.SHIPPED_MODELS[12]
-    assert perceptual.decodes[:2] == (container.SHIPPED_MODELS[7], container.SHIPPED_MODELS[3])
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[14] and perceptual.config.distortion == "ms-ssim"
+    assert perceptual.decodes[:3] == tuple(container.SHIPPED_MODELS[i] for i in (12, 7, 3))
     data = codec.compress(kodak_crop, perceptual, 4)
     old = named(data, old_id)
     assert registry.find_shipped(old_id) == ["perceptual"]

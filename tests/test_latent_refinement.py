@@ -11,9 +11,11 @@ import vqcodec
 from tests.conftest import run_cli, synthetic_image
 from vqcodec import codec
 from vqcodec.errors import ArgumentError
-from vqcodec.latent_refinement import (DEFAULT_REFINEMENT, MAX_STEPS, check_steps, default_steps, describe_default,
-                                       refine, steps_for)
-from vqcodec.model import _from_rows
+from vqcodec.latent_refinement import (MAX_STEPS, SCHEDULES, check_steps, default_steps, describe_default, loss,
+                                       refine, schedule, steps_for)
+from vqcodec.model import DISTORTIONS, ModelConfig, _from_rows
+
+MSE_STEPS = SCHEDULES["mse"].steps
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,7 +58,7 @@ def test_a_refined_file_decodes_as_usual_and_is_better_at_the_top_quality(defaul
 
 def test_the_default_refines_the_qualities_of_many_stages_only(default_model, kodak_crop) -> None:
     levels = codec.quality_levels(default_model)
-    first = DEFAULT_REFINEMENT[1][0]
+    first = MSE_STEPS[1][0]
     low = max(q for q, level in enumerate(levels, 1) if level.stages < first)
     high = min(q for q, level in enumerate(levels, 1) if level.stages >= first)
     assert vqcodec.compress(kodak_crop, default_model, low) == vqcodec.compress(kodak_crop, default_model, low,
@@ -106,16 +108,87 @@ def test_refinement_works_inside_inference_mode(tiny_model) -> None:
     assert data != vqcodec.compress(image, tiny_model, 3, refine_steps=0)
 
 
-def test_the_schedule() -> None:
-    assert DEFAULT_REFINEMENT[0] == (1, 0)
+def test_the_schedules() -> None:
+    assert set(SCHEDULES) == set(DISTORTIONS)
+    assert MSE_STEPS[0] == (1, 0)
     counts = [default_steps(stages) for stages in range(1, 40)]
     assert counts == sorted(counts)
-    for fewest, steps in DEFAULT_REFINEMENT[1:]:
+    for fewest, steps in MSE_STEPS[1:]:
         assert default_steps(fewest) == steps and default_steps(fewest - 1) < steps
     assert steps_for(None, 30) == default_steps(30) and steps_for(0, 30) == 0 and steps_for(5, 1) == 5
     text = describe_default()
-    assert text.startswith(f"none below {DEFAULT_REFINEMENT[1][0]} stages")
-    assert all(f"{steps} steps from {fewest} stages" in text for fewest, steps in DEFAULT_REFINEMENT[1:])
+    assert text.startswith(f"none below {MSE_STEPS[1][0]} stages")
+    assert all(f"{steps} steps from {fewest} stages" in text for fewest, steps in MSE_STEPS[1:])
+    (_, none), (first, steps) = SCHEDULES["ms-ssim"].steps
+    assert none == 0 < steps and first < MSE_STEPS[1][0]
+    assert [default_steps(k, "ms-ssim") for k in range(1, 30)] == [0] * (first - 1) + [steps] * (30 - first)
+    assert describe_default("ms-ssim") == f"none below {first} stages, {steps} steps from {first} stages"
+    assert steps_for(None, first, "ms-ssim") == steps and steps_for(0, first, "ms-ssim") == 0
+    with pytest.raises(ArgumentError, match="no latent refinement for distortion 'lpips'"):
+        schedule("lpips")
+
+
+def test_a_model_says_which_distortion_its_decoder_minimises() -> None:
+    """`ModelConfig.distortion`: "mse" is left out of the JSON (files written before it keep their fingerprints),
+    another value round-trips, and an unknown one is refused."""
+    import json
+
+    mse = ModelConfig(num_stages=2)
+    assert "distortion" not in json.loads(mse.to_json()) and ModelConfig.from_json(mse.to_json()).distortion == "mse"
+    perceptual = ModelConfig(num_stages=2, distortion="ms-ssim")
+    assert ModelConfig.from_json(perceptual.to_json()) == perceptual
+    with pytest.raises(ValueError, match="distortion must be one of mse, ms-ssim"):
+        ModelConfig(num_stages=2, distortion="ssim")
+    assert vqcodec.load_model("default").config.distortion == "mse"
+    assert vqcodec.load_model("perceptual").config.distortion == "ms-ssim"
+
+
+@pytest.mark.parametrize(("side", "window"), [(200, 11), (161, 11), (160, 9), (100, 7), (40, 3), (32, None)])
+def test_the_ms_ssim_loss_fits_its_window_to_the_tile(side: int, window: int | None) -> None:
+    """Refinement runs tile by tile, and edge tiles or small images are narrower than MS-SSIM's five scales of an
+    11-pixel window allow: the largest window that fits is used, and below 33 pixels the log mean squared error."""
+    from pytorch_msssim import ms_ssim
+
+    gen = torch.Generator().manual_seed(side)
+    target = torch.rand(1, 3, side, side + 7, generator=gen)
+    decoded = (target + 0.1 * torch.randn(1, 3, side, side + 7, generator=gen)).requires_grad_(True)
+    value = loss("ms-ssim", decoded, target)
+    (grad,) = torch.autograd.grad(value, [decoded])
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with torch.no_grad():
+        expected = (torch.log(F.mse_loss(decoded, target)) if window is None else
+                    torch.log(1 - ms_ssim(decoded.clamp(0, 1), target, data_range=1.0, win_size=window)))
+    assert torch.allclose(value.detach(), expected)
+    assert torch.equal(loss("mse", decoded, target), F.mse_loss(decoded, target))
+
+
+def test_an_ms_ssim_model_refines_for_ms_ssim(kodak_crop) -> None:
+    """`perceptual`'s decoder was tuned for MS-SSIM: refinement lowers that loss of its output on the latents,
+    and `compress` refines by default from fewer stages than for an MSE model, its default quality not."""
+    perceptual = vqcodec.load_model("perceptual")
+    rgb = np.asarray(kodak_crop)
+    stages = perceptual.config.num_stages
+    latents = codec.embed(perceptual, rgb)
+    refined = codec.refine(perceptual, rgb, latents, stages, 10)
+    h, w = codec.grid_shape(perceptual, rgb.shape[1], rgb.shape[0])
+    x = codec._to_tensor(rgb, perceptual.config.stride)
+
+    def error(z: torch.Tensor) -> float:
+        with torch.no_grad():
+            y = perceptual.net.decoder_for(stages)(_from_rows(z, torch.Size((1, z.shape[1], h, w)))) + 0.5
+        return float(loss("ms-ssim", y, x))
+
+    assert error(refined) < error(latents) - 0.05
+    first, steps = SCHEDULES["ms-ssim"].steps[1]
+    levels = codec.quality_levels(perceptual)
+    low = codec.default_quality(perceptual)
+    high = min(q for q, level in enumerate(levels, 1) if level.stages >= first)
+    assert levels[low - 1].stages < first and levels[high - 2].stages < first
+    assert vqcodec.compress(kodak_crop, perceptual, low) == vqcodec.compress(kodak_crop, perceptual, low,
+                                                                              refine_steps=0)
+    data = vqcodec.compress(kodak_crop, perceptual, high)
+    assert data == vqcodec.compress(kodak_crop, perceptual, high, refine_steps=steps)
+    assert data != vqcodec.compress(kodak_crop, perceptual, high, refine_steps=0)
 
 
 @pytest.mark.parametrize("steps", [-1, MAX_STEPS + 1, 1.5, "2", True])
@@ -152,5 +225,6 @@ def test_the_refinement_benchmark_codes_each_quality_plain_and_refined(tmp_path,
     assert all(plain == refined for plain, refined in plain_only.values())
     assert [p[0][:2] for p in plain_only.values()] == [p[0][:2] for p in points.values()]
     text = report(points)
-    assert text.count("\n| ") == 3 and " dB | " in text
+    assert text.count("\n| ") == 3 and " dB | " in text and "| PSNR (dB) |" in text
     assert "- | -" in report(plain_only)
+    assert "| MS-SSIM (dB) |" in report(points, "MS-SSIM") and "MS-SSIM gain" in report(points, "MS-SSIM")

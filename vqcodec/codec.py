@@ -196,8 +196,9 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
 def refine(model: CodecModel, rgb: np.ndarray, latents: torch.Tensor, stages: int, steps: int,
            tile: int = TILE_CELLS) -> torch.Tensor:
     """`embed`'s latents (grid_h * grid_w, D) of 8-bit RGB pixels (H, W, 3) after `steps` steps of latent
-    refinement (`vqcodec.latent_refinement`) against the decoder of `stages` stages, tile by tile: each
-    tile's latents are refined with their halo and the image's pixels under it, and the halo is dropped."""
+    refinement (`vqcodec.latent_refinement`, for the model's `distortion`) against the decoder of `stages`
+    stages, tile by tile: each tile's latents are refined with their halo and the image's pixels under it,
+    and the halo is dropped."""
     if steps == 0:
         return latents
     s = model.config.stride
@@ -207,7 +208,8 @@ def refine(model: CodecModel, rgb: np.ndarray, latents: torch.Tensor, stages: in
     decoder = model.net.decoder_for(stages)
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
-        z = latent_refinement.refine(decoder, _to_tensor(pixels, s), grid[None, :, hrows, hcols], steps)[0]
+        z = latent_refinement.refine(decoder, _to_tensor(pixels, s), grid[None, :, hrows, hcols], steps,
+                                     model.config.distortion)[0]
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
                                cols.start - hcols.start : cols.stop - hcols.start]
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
@@ -247,7 +249,7 @@ def encode_indices(model: CodecModel, rgb: np.ndarray, quality: int, tile: int =
         raise ArgumentError(f"quality {q} of model '{model.name}' codes a shrunk image; index grids of the image "
                             f"itself need a full-size quality ({full_size_qualities(model)})")
     grid = grid_shape(model, rgb.shape[1], rgb.shape[0])
-    steps = latent_refinement.steps_for(refine_steps, stages)
+    steps = latent_refinement.steps_for(refine_steps, stages, model.config.distortion)
     return quantize(model, refine(model, rgb, embed(model, rgb, tile), stages, steps, tile), grid, q, effort=level)
 
 
@@ -301,9 +303,10 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     slower and gives a better image for its size; decoding is the same at every level. None (the default)
     searches harder the more stages a quality codes (`vqcodec.effort.DEFAULT_EFFORTS`).
     `refine_steps` (0 to `latent_refinement.MAX_STEPS`) moves the encoder's latents that many gradient steps
-    towards what the decoder reproduces the image from best before they are quantized
-    (`vqcodec.latent_refinement`); None (the default) refines the qualities of many stages
-    (`latent_refinement.DEFAULT_REFINEMENT`). Decoding is the same either way.
+    towards what the decoder reproduces the image from best (for the model's `distortion`) before they are
+    quantized (`vqcodec.latent_refinement`); None (the default) follows the model's schedule
+    (`latent_refinement.SCHEDULES`: an MSE model's qualities of many stages, an MS-SSIM model's every
+    quality). Decoding is the same either way.
     The same input and settings always give the same bytes.
     """
     m = as_model(model)
@@ -330,7 +333,8 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
             rgb = prepared.rgb if size == (width, height) else _resize(prepared.rgb, *size, RESIZE_DOWN)
             coded[shrink] = size, rgb, embed(m, rgb)
         size, rgb, latents = coded[shrink]
-        key = (shrink, m.net.decoder_for(stages), latent_refinement.steps_for(refine_steps, stages))
+        key = (shrink, m.net.decoder_for(stages),
+               latent_refinement.steps_for(refine_steps, stages, m.config.distortion))
         if key not in refined:
             refined[key] = refine(m, rgb, latents, stages, key[2])
         return size, refined[key]

@@ -65,6 +65,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     11: bytes.fromhex("1b917fc26665304dae35a870166c4460999b76feb081342423bf6649dc9ad223"),  # default, 26 stages
     12: bytes.fromhex("6091ca63659f828787993fcdb40794ca45080667f6138d1961a7e67caef8bb22"),  # perceptual, shrunk quality 1
     13: bytes.fromhex("7c691daf1a8ac63232ca46cdf2bdb2f21b7b15094b6ce8e05043d194c4e9a3cc"),  # default, shrunk 1-2, top decoder
+    14: bytes.fromhex("0c0f1c8d7bf8867e5d12e20aa535349eb38294d4accec8a3ff737af254ed74ca"),  # perceptual, refined for MS-SSIM
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
@@ -75,7 +76,7 @@ SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()
 LAST_SHIPPED_IN: dict[int, str] = {4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 8: "0.1.0"}
 """The last vqcodec release that ships a model no longer shipped, by short id, for models whose files no
 shipped model reads (a retrained model writes other streams): decompressing such a file says which release
-to use. Ids 1, 2, 3 and 7 are read by `perceptual` (short id 12)."""
+to use. Ids 1, 2, 3, 7 and 12 are read by `perceptual` (short id 14)."""
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
 MAX_STAGES = 255

@@ -179,8 +179,9 @@ def _decoder_from(decoder: torch.nn.Module, path: Path, start: CodecModel, stage
 def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> VQVAE:
     """Fine-tune the decoder of `cfg.init` on `compress`'s codes (`cfg.loss`), checkpointing like `train.train`;
     writes `cfg.out` with the start model's prior and its rate weights, or `cfg.rate_weights` when given (the
-    prior is unchanged, so the streams of any weights stay readable). The model is named `cfg.model.name`; the
-    rest of its config is the start model's. Single process (CPU or one GPU)."""
+    prior is unchanged, so the streams of any weights stay readable). The model is named `cfg.model.name` and
+    declares the loss it was tuned for as its `distortion` (what `compress` refines its latents for); the rest
+    of its config is the start model's. Single process (CPU or one GPU)."""
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     start_model = load_model(cfg.init)
@@ -188,7 +189,8 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     widths = cfg.model.decoder_channels or start_model.config.decoder_channels
     net = VQVAE(replace(start_model.config, name=cfg.model.name, decoder_channels=widths, top_decoder_from=split,
                         top_decoder_channels=cfg.top_decoder_channels or start_model.config.top_decoder_channels,
-                        float16_weights=cfg.model.float16_weights or start_model.config.float16_weights)).to(device)
+                        float16_weights=cfg.model.float16_weights or start_model.config.float16_weights,
+                        distortion=cfg.loss)).to(device)
     weights = pricing.stage_weights(start_model.config.num_stages, cfg.rate_weights) if cfg.rate_weights else None
     codes = CompressCodes(start_model, device, weights, cfg.effort)
     dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)

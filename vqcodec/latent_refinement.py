@@ -20,8 +20,14 @@ coding unrefined):
 | 25 at 0.01 | | | +0.13 dB, +1.0% | | +0.39 dB, +2.5% | +0.54 dB, +3.2% | +0.92 dB, +3.0% |
 
 At the few stages of the low qualities the quantization error dominates, and the moved latents lose
-PSNR and cost bits; `DEFAULT_REFINEMENT` says from how many stages `compress` refines by default.
-The schedule is kept free of torch (imported when `refine` runs), so the command line can describe it
+PSNR and cost bits; `SCHEDULES` says from how many stages `compress` refines by default.
+
+A model whose decoder was tuned for MS-SSIM (`ModelConfig.distortion`, `perceptual`) is refined for
+MS-SSIM instead, from fewer stages: its encoder learned to serve an MSE decoder, so its latents are far
+from what the tuned decoder wants even where the quantization error is large, and a few gentle steps
+gain up to 0.44 dB of MS-SSIM for 1-2% more bits (`SCHEDULES`).
+
+The schedules are kept free of torch (imported when `refine` runs), so the command line can describe it
 without loading torch. Trying a straight-through estimate of the quantizer inside the loop instead (the
 quantized latents' error against the image, its gradient passed to the unquantized ones) moved the
 latents too far at this rate of learning: -0.8 dB at +17% rate at quality 28 (a gentler try is in
@@ -30,6 +36,7 @@ docs/benchmarks.md, "Latent refinement").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vqcodec.effort import by_stages
@@ -39,23 +46,60 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-REFINE_LR = 0.02
-"""Adam's learning rate on the latents. At 10 steps, 0.03 gained 0.16 dB less than 0.02 at quality 28 (four
-val images); 0.02 for 15 steps gained 0.85 dB there, 0.01 for 25 steps 0.92 dB."""
 
-DEFAULT_REFINEMENT: tuple[tuple[int, int], ...] = ((1, 0), (16, 10), (21, 20))
-"""The steps `compress` refines for when none are given, by how many stages a quality codes: (fewest
-stages, steps), ascending. Each step costs about a decoder's pass forward and back (0.45-0.65 s for a
-768x512 image on one thread), so the steps go where they buy most: none below 16 stages (at 9 and 12 they
-bought 0.02-0.04 dB net of their rate for 3-5 times the compress time), 10 from 16 and 20 from 21."""
+@dataclass(frozen=True)
+class Schedule:
+    """How `compress` refines, by default, the latents of a model whose decoder minimises one distortion."""
+
+    lr: float
+    """Adam's learning rate on the latents."""
+    steps: tuple[tuple[int, int], ...]
+    """The steps, by how many stages a quality codes: (fewest stages, steps), ascending."""
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "mse": Schedule(0.02, ((1, 0), (16, 10), (21, 20))),
+    "ms-ssim": Schedule(0.005, ((1, 0), (6, 10))),
+}
+"""The default refinement for each `ModelConfig.distortion` (keys: `vqcodec.model.DISTORTIONS`).
+
+- "mse" (`default`): none below 16 stages, 10 steps from 16 and 20 from 21, at 0.02. Each step costs about
+  a decoder's pass forward and back (0.45-0.65 s for a 768x512 image on one thread), so the steps go where
+  they buy most: at 9 and 12 stages they bought 0.02-0.04 dB net of their rate for 3-5 times the compress
+  time. At 10 steps, 0.03 gained 0.16 dB less than 0.02 at quality 28 (four val images); 0.02 for 15 steps
+  gained 0.85 dB there, 0.01 for 25 steps 0.92 dB; 40 steps gain at most 0.05 dB more (docs/benchmarks.md).
+- "ms-ssim" (`perceptual`, whose encoder learned MSE and whose decoder was then tuned for MS-SSIM): none
+  below 6 stages, 10 steps from 6, at 0.005. On the first 8 BSDS500 val images (`python -m
+  vqcodec.bench.refinement ../shared/data/bsds500/val --limit 8 --model perceptual --steps 10`) every quality
+  gains, 0.06-0.16 dB of MS-SSIM at qualities 1-5 and 0.24-0.44 dB at 6-10, each for 1.0-1.6% more bits:
+  BD-rate (MS-SSIM) -2.68% refined everywhere, -1.49% from 6 stages. Qualities 1-5, the default among them,
+  keep their speed: refining took their compress time from 0.1-0.3 s to 2-6 s per 481x321 image, for
+  about 1.2% of BD-rate. On four of those images 0.005 did best: 0.002 gained less (qualities 5, 8, 10:
+  0.22-0.45 dB for 0.7-1.0% more bits, against 0.25-0.56 dB for 1.4-1.8%), 20 steps at 0.005 less for more
+  bits (0.25-0.51 dB for 2.3-3.3%), and 0.02 overshot (0.22-0.44 dB for 4.5-7.5%).
+"""
 
 MAX_STEPS = 1000
 """The most steps a caller may ask for (each is one pass through the decoder and back)."""
 
+MSSSIM_WINDOWS = (11, 9, 7, 5, 3)
+"""Gaussian windows MS-SSIM is taken with, largest first: its five scales need a side above 16 x (window - 1)
+pixels, so a tile under 161 pixels on a side uses the largest window that fits, and one of 32 pixels or fewer
+its log mean squared error."""
 
-def default_steps(stages: int) -> int:
+
+def schedule(distortion: str) -> Schedule:
+    """The default refinement of a model whose decoder minimises `distortion`."""
+    try:
+        return SCHEDULES[distortion]
+    except KeyError:
+        raise ArgumentError(f"no latent refinement for distortion {distortion!r} "
+                            f"(known: {', '.join(SCHEDULES)})") from None
+
+
+def default_steps(stages: int, distortion: str = "mse") -> int:
     """The steps `compress` refines for, when none are given, at a quality that codes `stages` stages."""
-    return by_stages(DEFAULT_REFINEMENT, stages)
+    return by_stages(schedule(distortion).steps, stages)
 
 
 def check_steps(steps: int | None) -> int | None:
@@ -67,38 +111,58 @@ def check_steps(steps: int | None) -> int | None:
     return steps
 
 
-def steps_for(steps: int | None, stages: int) -> int:
+def steps_for(steps: int | None, stages: int, distortion: str = "mse") -> int:
     """The steps a quality of `stages` stages is refined for: `steps` when given (validated), else its default."""
     checked = check_steps(steps)
-    return default_steps(stages) if checked is None else checked
+    return default_steps(stages, distortion) if checked is None else checked
 
 
-def describe_default() -> str:
+def describe_default(distortion: str = "mse") -> str:
     """The default refinement in words, for help texts and reports, e.g. 'none below 16 stages, 10 steps from 16
     stages, 20 steps from 21 stages'."""
+    steps = schedule(distortion).steps
     parts = []
-    for i, (fewest, steps) in enumerate(DEFAULT_REFINEMENT):
-        if i + 1 < len(DEFAULT_REFINEMENT) and steps == 0:
-            parts.append(f"none below {DEFAULT_REFINEMENT[i + 1][0]} stages")
-        elif steps:
-            parts.append(f"{steps} steps from {fewest} stages")
+    for i, (fewest, count) in enumerate(steps):
+        if i + 1 < len(steps) and count == 0:
+            parts.append(f"none below {steps[i + 1][0]} stages")
+        elif count:
+            parts.append(f"{count} steps from {fewest} stages" if fewest > 1 else f"{count} steps at every quality")
     return ", ".join(parts) or "none"
 
 
-def refine(decoder: nn.Module, pixels: torch.Tensor, latents: torch.Tensor, steps: int) -> torch.Tensor:
-    """`latents` (1, D, h, w) after `steps` Adam steps (`REFINE_LR`) on the mean squared error of
-    `decoder(latents) + 0.5` against `pixels` (1, 3, h * stride, w * stride) in [0, 1]. The decoder's weights
-    are only read (its mode, eval for a model's decoder, is kept)."""
+def loss(distortion: str, decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """What refinement minimises for a model of `distortion`: the mean squared error of `decoded` (in [0, 1]
+    units) against `target`, or for "ms-ssim" log(1 - MS-SSIM) of `decoded` clamped to [0, 1] (a window
+    from `MSSSIM_WINDOWS`, log mean squared error on tiles too small for any)."""
     import torch
     import torch.nn.functional as F
 
+    if distortion == "mse":
+        return F.mse_loss(decoded, target)
+    schedule(distortion)
+    from pytorch_msssim import ms_ssim
+
+    side = min(decoded.shape[-2:])
+    window = next((w for w in MSSSIM_WINDOWS if side > 16 * (w - 1)), None)
+    if window is None:
+        return torch.log(F.mse_loss(decoded, target))
+    return torch.log(1.0 - ms_ssim(decoded.clamp(0.0, 1.0), target, data_range=1.0, win_size=window))
+
+
+def refine(decoder: nn.Module, pixels: torch.Tensor, latents: torch.Tensor, steps: int,
+           distortion: str = "mse") -> torch.Tensor:
+    """`latents` (1, D, h, w) after `steps` Adam steps (the learning rate of `distortion`'s `Schedule`) on
+    `loss(distortion, decoder(latents) + 0.5, pixels)`, `pixels` (1, 3, h * stride, w * stride) in [0, 1].
+    The decoder's weights are only read (its mode, eval for a model's decoder, is kept)."""
+    import torch
+
+    lr = schedule(distortion).lr
     with torch.inference_mode(False), torch.enable_grad():
         z = latents.detach().clone().requires_grad_(True)
         target = pixels.detach().clone()
-        opt = torch.optim.Adam([z], lr=REFINE_LR)
+        opt = torch.optim.Adam([z], lr=lr)
         for _ in range(steps):
-            loss = F.mse_loss(decoder(z) + 0.5, target)
-            (grad,) = torch.autograd.grad(loss, [z])
+            (grad,) = torch.autograd.grad(loss(distortion, decoder(z) + 0.5, target), [z])
             z.grad = grad
             opt.step()
         return z.detach()

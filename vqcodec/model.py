@@ -22,6 +22,9 @@ from torch import nn
 
 from vqcodec.quantizer import Penalty, QuantizerOutput, ResidualVQ
 
+DISTORTIONS = ("mse", "ms-ssim")
+"""The measures a model's decoder can be trained for (`ModelConfig.distortion`)."""
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -60,6 +63,10 @@ class ModelConfig:
     full_from: int = 1
     """The fewest stages a full-size quality keeps: with reduced qualities, the full-size ones of fewer
     stages give a worse picture than a reduced one of the same size, and are left out."""
+    distortion: str = "mse"
+    """What the decoder was trained to minimise, one of `DISTORTIONS`: "mse", or "ms-ssim" for a decoder
+    fine-tuned for MS-SSIM (`perceptual`). `compress` refines the latents for the same measure
+    (`vqcodec.latent_refinement`)."""
 
     @property
     def stride(self) -> int:
@@ -99,6 +106,8 @@ class ModelConfig:
                              f"each, got {self.reduced_qualities}")
         if not 1 <= self.full_from <= self.num_stages:
             raise ValueError(f"full_from must be a stage count 1..{self.num_stages}, got {self.full_from}")
+        if self.distortion not in DISTORTIONS:
+            raise ValueError(f"distortion must be one of {', '.join(DISTORTIONS)}, got {self.distortion!r}")
         if self.top_decoder_from and not 2 <= self.top_decoder_from <= self.num_stages:
             raise ValueError(f"top_decoder_from must be 0 (one decoder) or a stage count 2..{self.num_stages}, "
                              f"got {self.top_decoder_from}")
@@ -106,8 +115,9 @@ class ModelConfig:
     def to_json(self) -> str:
         """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
         `default_quality`, one decoder `top_decoder_from`, and full-size qualities alone `reduced_qualities` and
-        `full_from`, a top decoder of the first one's widths `top_decoder_channels`, and float32 weights
-        `float16_weights`, as files written before those fields existed have them."""
+        `full_from`, a top decoder of the first one's widths `top_decoder_channels`, float32 weights
+        `float16_weights`, and a decoder for MSE `distortion`, as files written before those fields existed
+        have them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
@@ -117,6 +127,8 @@ class ModelConfig:
                 del fields[optional]
         if fields["full_from"] == 1:
             del fields["full_from"]
+        if fields["distortion"] == "mse":
+            del fields["distortion"]
         return json.dumps(fields, sort_keys=True)
 
     @classmethod

@@ -46,14 +46,14 @@ from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop
 from vqcodec.effort import check_effort
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
-from vqcodec.model import VQVAE, ModelConfig, _to_rows
+from vqcodec.model import DISTORTIONS, VQVAE, ModelConfig, _to_rows
 from vqcodec.quantizer import Penalty
 from vqcodec.zoo import CodecModel, load_model, save_model
 
 
-LOSSES = ("mse", "ms-ssim")
+LOSSES = DISTORTIONS
 """Decoder losses of a decoder-only run: mean squared error, or 1 - MS-SSIM (pytorch-msssim, 5 scales),
-both taken in the logarithm (`decoder_tuning.loss_of`)."""
+both taken in the logarithm (`decoder_tuning.loss_of`); the tuned model declares it as its `distortion`."""
 MSSSIM_MIN_SIDE = 161
 """Smallest crop side that MS-SSIM's five scales of an 11-pixel window accept."""
 
