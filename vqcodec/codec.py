@@ -305,8 +305,8 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     `refine_steps` (0 to `latent_refinement.MAX_STEPS`) moves the encoder's latents that many gradient steps
     towards what the decoder reproduces the image from best (for the model's `distortion`) before they are
     quantized (`vqcodec.latent_refinement`); None (the default) follows the model's schedule
-    (`latent_refinement.SCHEDULES`: an MSE model's qualities of many stages, an MS-SSIM model's every
-    quality). Decoding is the same either way.
+    (`latent_refinement.SCHEDULES`: an MSE model's qualities of 16 stages and more, an MS-SSIM model's of
+    6 and more). Decoding is the same either way.
     The same input and settings always give the same bytes.
     """
     m = as_model(model)

@@ -321,13 +321,15 @@ def start_from_model(net: VQVAE, path: Path, source: CodecModel | None = None) -
     """Copy a model file's weights and codebooks (EMA state included) into `net`, for fine-tuning.
 
     The transform and codebook initialisations are then skipped: the file's network already holds them.
-    Only the name and description may differ from the file's config (`train` takes the file's decoder
-    widths when none are asked for). `source` is the file already loaded, if the caller has it.
+    Only the name, the description and the distortion the decoder is trained for may differ from the file's
+    config (`train` takes the file's decoder widths when none are asked for). `source` is the file already
+    loaded, if the caller has it.
     """
     source = load_model(path) if source is None else source
-    if replace(source.config, name=net.config.name, description=net.config.description) != net.config:
+    free = ("name", "description", "distortion")
+    if replace(source.config, **{f: getattr(net.config, f) for f in free}) != net.config:
         differ = [f"{f} {getattr(source.config, f)} (asked: {getattr(net.config, f)})"
-                  for f in ModelConfig.__dataclass_fields__ if f not in ("name", "description")
+                  for f in ModelConfig.__dataclass_fields__ if f not in free
                   and getattr(source.config, f) != getattr(net.config, f)]
         raise DataError(f"{path}: model has another architecture: {', '.join(differ)}")
     net.load_state_dict(source.net.state_dict())
