@@ -228,3 +228,22 @@ def test_the_refinement_benchmark_codes_each_quality_plain_and_refined(tmp_path,
     assert text.count("\n| ") == 3 and " dB | " in text and "| PSNR (dB) |" in text
     assert "- | -" in report(plain_only)
     assert "| MS-SSIM (dB) |" in report(points, "MS-SSIM") and "MS-SSIM gain" in report(points, "MS-SSIM")
+
+
+def test_wider_decoders_refine_in_smaller_tiles(default_model, monkeypatch, kodak_crop) -> None:
+    """The backward pass keeps a tile's activations: a decoder wider than `REFINE_WIDTH` at its finest scale
+    (`perceptual`, 64 channels) refines in tiles of about as many activations as `default`'s (32) whole tiles."""
+    sizes = []
+    real_tiles = codec._tiles
+    monkeypatch.setattr(codec, "_tiles", lambda h, w, tile: sizes.append(tile) or real_tiles(h, w, tile))
+    rgb = np.asarray(kodak_crop)
+    perceptual = vqcodec.load_model("perceptual")
+    refined = []
+    for model in (default_model, perceptual):
+        stages = model.config.num_stages
+        widths = model.config.top_decoder_widths if model.config.top_decoder_from else model.config.decoder_widths
+        latents = codec.embed(model, rgb)
+        codec.refine(model, rgb, latents, stages, 1)
+        refined.append(sizes[-1])
+        assert refined[-1] == min(codec.TILE_CELLS, int(codec.TILE_CELLS * (codec.REFINE_WIDTH / widths[0]) ** 0.5))
+    assert refined[0] == codec.TILE_CELLS and refined[1] < codec.TILE_CELLS
