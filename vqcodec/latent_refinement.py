@@ -128,7 +128,7 @@ def describe_default(distortion: str = "mse") -> str:
         if i + 1 < len(steps) and count == 0:
             parts.append(f"none below {steps[i + 1][0]} stages")
         elif count:
-            parts.append(f"{count} steps from {fewest} stages" if fewest > 1 else f"{count} steps at every quality")
+            parts.append(f"{count} steps from {fewest} stages")
     return ", ".join(parts) or "none"
 
 
