@@ -116,8 +116,10 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     refinement = schedule(loaded.config.distortion)
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
     description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder {describe(level)}; "
-                   f"latents refined for {loaded.config.distortion} {describe_refinement(loaded.config.distortion)}")
+                   f"latents refined for {loaded.config.distortion} {describe_refinement(loaded.config.distortion)}; "
+                   f"{loaded.precision} inference")
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp,
+                "precision": loaded.precision,
                 "effort": [list(pair) for pair in DEFAULT_EFFORTS] if level is None else level,
                 "refinement": [list(pair) for pair in refinement.steps], "refine_lr": refinement.lr,
                 "vqz_format": container.VERSION}

@@ -23,6 +23,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_capability() -> str:
+    """The vector extensions torch uses here and the arithmetic vqcodec's inference runs in, e.g.
+    "AVX512, bfloat16 (AMX)": speed depends on both."""
+    import torch
+
+    from vqcodec import inference
+
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    native = " (AMX)" if amx else " (AVX-512 BF16)" if inference.native_bfloat16() else ""
+    return f"{torch.backends.cpu.get_cpu_capability()}, {inference.precision()}{native if inference.precision() == 'bfloat16' else ''}"
+
+
 def _memory_gib() -> float | None:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -50,6 +62,7 @@ def describe(threads: int) -> dict[str, object]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_model(),
+        "cpu_capability": _cpu_capability(),
         "cpus_usable": usable_cpus(),
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "memory_gib": round(memory, 1) if memory is not None else None,

@@ -190,8 +190,8 @@ def _run_section(results: Sequence[CodecResult], speed: Sequence[SpeedResult], s
     lines += [f"| {name} | {seconds:.1f} | {date} |" for name, seconds, date in computed]
     load = env.get("load_average")
     lines += ["", f"- Date (UTC): {env['date']}",
-              f"- Machine: {env['cpu']}, {env['cpus_usable']} usable cores, {env['memory_gib']} GiB memory, "
-              f"load average at start {load}",
+              f"- Machine: {env['cpu']}" + (f" ({env['cpu_capability']})" if env.get("cpu_capability") else "")
+              + f", {env['cpus_usable']} usable cores, {env['memory_gib']} GiB memory, load average at start {load}",
               f"- System: {env['platform']}, Python {env['python']}",
               f"- Threads: {summary.threads} for vqcodec (torch) and the AVIF encoder; the other Pillow codecs "
               "and AVIF decoding run at Pillow's defaults",

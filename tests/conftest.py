@@ -1,7 +1,13 @@
-"""Shared fixtures: the shipped default model, a tiny random model, and small test images."""
+"""Shared fixtures: the shipped default model, a tiny random model, and small test images.
+
+The tests run the float32 inference forms and code search on every machine (`VQCODEC_PRECISION`, also for the
+command lines they start), so that their exact comparisons hold where the CPU has bfloat16 too; the bfloat16
+forms and search have tests of their own that ask for them (`CodecModel.arithmetic`).
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +20,8 @@ from PIL import Image
 from vqcodec.entropy import FrequencyPrior
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.zoo import CodecModel, load_model, save_model
+
+os.environ.setdefault("VQCODEC_PRECISION", "float32")
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 KODAK = SHARED / "kodak"

@@ -117,6 +117,23 @@ def test_same_in_another_process(prior: LearnedPrior) -> None:
     assert json.loads(done.stdout) == record(prior, grid())
 
 
+CONTEXT_PRIOR_STREAMS = "4dd2271b4ad18901a8536e439c6a6e83b03f063cd3029eb231f6f746599c663b"
+"""SHA-256 of a seeded context prior's streams for a seeded grid, as vqcodec 0.8.0 wrote them (before the
+prior cached its constriction models and sorted the cells by context once per stage)."""
+
+
+def test_context_prior_streams_are_those_of_0_8_0() -> None:
+    rng = np.random.default_rng(2027)
+    counts, groups = rng.integers(1, 1000, (4, 129, K)), rng.integers(0, 128, (4, K))
+    g = rng.integers(0, K, (4, 12, 16))
+    g[:, :, 8:] = g[:, :, :8] // 2
+    prior = ContextPrior(counts, groups)
+    streams = prior.encode_grids(g)
+    assert hashlib.sha256(b"".join(streams)).hexdigest() == CONTEXT_PRIOR_STREAMS
+    assert prior.encode_grids(g) == streams  # again, from the cached models
+    assert np.array_equal(prior.decode_grids(streams, 12, 16), g)
+
+
 def test_tiled_encoding_codes_the_same_streams(default_model, kodak_crop) -> None:
     """The networks run in tiles; the grids, and so the entropy-coded streams, are those of the whole image."""
     rgb = np.asarray(kodak_crop)

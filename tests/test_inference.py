@@ -6,7 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from vqcodec.inference import SubPixelConvTranspose, WinogradConv2d, fast_decoder, fast_encoder
+from vqcodec import inference
+from vqcodec.errors import ArgumentError
+from vqcodec.inference import (BFloat16Path, SubPixelConvTranspose, WinogradConv2d, fast_decoder, fast_encoder,
+                               native_bfloat16)
 from vqcodec.model import Decoder, Encoder, ModelConfig, ResBlock
 
 
@@ -57,7 +60,7 @@ def check_inference_form(trained: nn.Module, make_fast, x: torch.Tensor) -> nn.M
 
 def test_fast_encoder_matches_the_encoder_and_leaves_it_untouched() -> None:
     encoder = randomised(Encoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
-    fast = check_inference_form(encoder, fast_encoder, torch.rand(1, 3, 24, 40))
+    fast = check_inference_form(encoder, lambda e: fast_encoder(e, "float32"), torch.rand(1, 3, 24, 40))
     assert any(isinstance(m, ResBlock) for m in fast.modules())
     if torch.backends.nnpack.is_available():
         assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 2
@@ -78,6 +81,39 @@ def test_winograd_convolution_matches_the_direct_one() -> None:
 
 def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
     decoder = randomised(Decoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
-    fast = check_inference_form(decoder, fast_decoder, torch.randn(1, 4, 6, 9))
+    fast = check_inference_form(decoder, lambda d: fast_decoder(d, "float32"), torch.randn(1, 4, 6, 9))
     assert isinstance(fast.linear, SubPixelConvTranspose) and isinstance(fast.net[-1], SubPixelConvTranspose)
     assert isinstance(decoder.linear, nn.ConvTranspose2d)
+
+
+def test_bfloat16_forms_keep_the_linear_path_in_float32_and_stay_close() -> None:
+    """The convolutional paths run in bfloat16 (shifts as biases, no BatchNorm), the linear ones in float32; the
+    outputs stay within bfloat16's rounding of the trained networks'."""
+    config = ModelConfig(channels=(8, 16), res_blocks=1, latent_dim=4)
+    for trained, make, x in ((randomised(Encoder(config)), fast_encoder, torch.rand(1, 3, 24, 40)),
+                             (randomised(Decoder(config)), fast_decoder, torch.randn(1, 4, 6, 9))):
+        fast = make(trained, "bfloat16")
+        assert isinstance(fast.net, BFloat16Path) and no_batchnorm(fast)
+        assert fast.linear.weight.dtype == torch.float32
+        assert all(p.dtype == torch.bfloat16 for p in fast.net.parameters())
+        with torch.no_grad():
+            expected, got = trained(x), fast(x)
+        assert got.dtype == torch.float32 and got.shape == expected.shape
+        scale = expected.abs().max().item()
+        assert (got - expected).abs().max().item() < 0.03 * scale
+        assert (got - expected).abs().max().item() > 0  # it did compute in bfloat16
+
+
+def test_precision_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for asked, expected in (("float32", "float32"), ("bfloat16", "bfloat16"), ("BFloat16 ", "bfloat16"),
+                            ("auto", "bfloat16" if native_bfloat16() else "float32"),
+                            ("", "bfloat16" if native_bfloat16() else "float32")):
+        monkeypatch.setenv("VQCODEC_PRECISION", asked)
+        inference.precision.cache_clear()
+        assert inference.precision() == expected
+    monkeypatch.setenv("VQCODEC_PRECISION", "float16")
+    inference.precision.cache_clear()
+    with pytest.raises(ArgumentError, match="VQCODEC_PRECISION"):
+        inference.precision()
+    monkeypatch.delenv("VQCODEC_PRECISION")
+    inference.precision.cache_clear()

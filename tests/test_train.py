@@ -223,14 +223,14 @@ def test_fine_tuning_a_narrow_decoder_keeps_its_widths(folder: Path, tmp_path: P
 
 def test_fine_tuning_keeps_the_default_quality_and_a_second_decoder(folder: Path, tmp_path: Path,
                                                                      tiny_model_path: Path) -> None:
-    """The full recipe from a model with a default quality and a second decoder (the shipped `default` has
-    both) keeps them; quantizer dropout trains each decoder on its own stage counts."""
+    """The full recipe from a model with a default quality, a second decoder and reduced qualities (the shipped
+    `default` has all three) keeps them; quantizer dropout trains each decoder on its own stage counts."""
     from dataclasses import replace
 
     from vqcodec.model import VQVAE
     from vqcodec.zoo import save_model
 
-    split = replace(TINY, default_quality=2, top_decoder_from=2)
+    split = replace(TINY, default_quality=2, top_decoder_from=2, reduced_qualities=((2.0, 2),), full_from=2)
     start = tmp_path / "split.safetensors"
     save_model(VQVAE(split).eval(), load_model(tiny_model_path).prior, start)
     cfg = config(folder, tmp_path / "tuned.safetensors", init=start, pretrain_steps=None, steps=6)
@@ -375,3 +375,33 @@ def test_the_prior_fit_reports_its_progress_and_the_log_says_how_many_views(fold
     assert [e for e in events if e["event"] == "phase"][-1]["views"] == 2
     records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
     assert any(r.get("event") == "prior" and r["views"] == 2 and r["views_chosen"] == "given" for r in records)
+
+
+def test_bfloat16_steps_train_the_networks_and_keep_the_quantizer_float32(folder: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--precision bfloat16: the encoder and decoder passes run under bfloat16 autocast, the quantizer sees
+    float32 latents and the reconstruction is float32; the run writes a float32 model that compresses."""
+    from vqcodec.quantizer import ResidualVQ
+
+    seen: list[torch.dtype] = []
+    forward = ResidualVQ.forward
+
+    def spy(self, x, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(x.dtype)
+        assert not torch.is_autocast_enabled("cpu")
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(ResidualVQ, "forward", spy)
+    cfg = config(folder, tmp_path / "bf16.safetensors", precision="bfloat16")
+    train(cfg)
+    start = json.loads(cfg.log.read_text().splitlines()[0])
+    assert start["precision"] == "bfloat16"
+    assert seen and set(seen) == {torch.float32}
+    model = load_model(cfg.out)
+    assert all(p.dtype == torch.float32 for p in model.net.parameters())
+    assert codec.decompress(codec.compress(noise_image(40, 32), model, 1), model).size == (40, 32)
+
+
+def test_precision_is_checked(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--precision"):
+        config(folder, tmp_path / "m.safetensors", precision="float16")

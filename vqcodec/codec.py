@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqcodec import container, latent_refinement, pricing, rate
+from vqcodec import code_search, container, latent_refinement, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
@@ -153,6 +153,9 @@ time (median of 10 pairs, spread 0.83-1.20) and two thirds of the system time. Q
 (768x512, quality 5, effort 1, interleaved) took 111 against 155 ms, but the same comparison repeated
 phase by phase (`python -m vqcodec.bench.profile`) showed no gain: the figure moves with the allocator's
 state."""
+SEARCH_ROWS = 4096
+"""Grid cells the bfloat16 code search (`code_search`) scores at once (divided by the beam width): its matrix
+products pay a fixed cost per call that 1,024 cells did not amortise."""
 
 
 def _tiles(grid_h: int, grid_w: int, tile: int) -> list[tuple[slice, slice, slice, slice]]:
@@ -221,7 +224,7 @@ def refine(model: CodecModel, rgb: np.ndarray, latents: torch.Tensor, stages: in
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
         z = latent_refinement.refine(decoder, _to_tensor(pixels, s), grid[None, :, hrows, hcols], steps,
-                                     model.config.distortion)[0]
+                                     model.config.distortion, model.precision)[0]
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
                                cols.start - hcols.start : cols.stop - hcols.start]
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
@@ -241,8 +244,12 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     """
     stages, scale, _ = quality_levels(model)[quality - 1]
     weights = model.rate_weights[:stages] * scale + rate_weight
-    price = pricing.penalty(model.prior, weights)
     beam = EFFORT_BEAMS[effort_for(effort, stages)]
+    if model.precision == "bfloat16":
+        tables = code_search.stage_tables(model.net.quantizer, model.prior, weights, model.search_columns)
+        chunks = [code_search.search(tables, chunk, beam) for chunk in latents.split(max(1, SEARCH_ROWS // beam))]
+        return torch.cat(chunks, dim=1).reshape(stages, *grid).numpy()
+    price = pricing.penalty(model.prior, weights)
     chunks = [model.net.quantizer.encode(chunk, stages, price, beam)
               for chunk in latents.split(max(1, QUANTIZE_ROWS // beam))]
     return torch.cat(chunks, dim=1).reshape(stages, *grid).numpy()
@@ -319,7 +326,9 @@ def compress(image: ImageSource, model: ModelLike = None, quality: int | None = 
     quantized (`vqcodec.latent_refinement`); None (the default) follows the model's schedule
     (`latent_refinement.SCHEDULES`: an MSE model's qualities of 16 stages and more, an MS-SSIM model's of
     6 and more). Decoding is the same either way.
-    The same input and settings always give the same bytes.
+    The same input and settings always give the same bytes on one machine. Where the CPU computes bfloat16
+    natively the networks and the code search run in it (`inference.precision`), and the codes can differ from
+    a float32 machine's in near ties; `VQCODEC_PRECISION=float32` gives the same bytes everywhere.
     """
     m = as_model(model)
     level = check_effort(effort)

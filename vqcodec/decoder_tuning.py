@@ -44,8 +44,8 @@ from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
 from vqcodec.widening import widen_decoder
 from vqcodec.step_loop import run_steps
-from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, center_crop_to_stride, load_checkpoint, lr_at, pick_device,
-                           psnr, truncate_log, write_log)
+from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, autocast, center_crop_to_stride, load_checkpoint, lr_at,
+                           pick_device, psnr, truncate_log, write_log)
 from vqcodec.zoo import CodecModel, load_model, save_model
 
 
@@ -217,7 +217,7 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         cfg.log.write_text("")
         write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
-                             "images": len(dataset), "device": str(device), "init": str(cfg.init),
+                             "images": len(dataset), "device": str(device), "precision": cfg.precision, "init": str(cfg.init),
                              "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
                              "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
                              "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,
@@ -276,7 +276,9 @@ def _window_step(net: VQVAE, opt: torch.optim.Optimizer, windows: CodedWindows,
                  batch: tuple[torch.Tensor, torch.Tensor], step: int, cfg: TrainConfig, lowest: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     latents, x = batch
-    return _learn(opt, windows.scored(net.reconstruct(latents, lowest)), x, step, cfg, t0)
+    with autocast(cfg, x.device):
+        recon = windows.scored(net.reconstruct(latents, lowest))
+    return _learn(opt, recon, x, step, cfg, t0)
 
 
 def _step(net: VQVAE, opt: torch.optim.Optimizer, codes: CompressCodes, x: torch.Tensor, step: int,
@@ -284,7 +286,10 @@ def _step(net: VQVAE, opt: torch.optim.Optimizer, codes: CompressCodes, x: torch
     t0 = time.perf_counter()
     quality = quality_at(step, cfg.seed, len(codes.levels), lowest)
     stages = codes.levels[quality - 1][0]
-    record = _learn(opt, net.reconstruct(codes.latents(net, x, quality), stages), x, step, cfg, t0)
+    latents = codes.latents(net, x, quality)
+    with autocast(cfg, x.device):
+        recon = net.reconstruct(latents, stages)
+    record = _learn(opt, recon, x, step, cfg, t0)
     return {**record, "quality": quality, "stages": stages}
 
 

@@ -25,7 +25,7 @@ from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, Encoder
 from vqcodec.narrowing import narrow_encoder
 from vqcodec.step_loop import run_steps
-from vqcodec.train import TrainConfig, load_checkpoint, lr_at, pick_device, truncate_log, write_log
+from vqcodec.train import TrainConfig, autocast, load_checkpoint, lr_at, pick_device, truncate_log, write_log
 from vqcodec.zoo import fingerprint, load_model, save_model
 
 
@@ -81,7 +81,8 @@ def distill_encoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] 
         cfg.log.write_text("")
         record: dict[str, Any] = {"step": 0, "event": "start", "mode": "encoder-only", "images": len(dataset),
                                   "device": str(device), "init": str(cfg.init),
-                                  "init_fingerprint": start.fingerprint.hex(), "encoder_channels": list(widths)}
+                                  "init_fingerprint": start.fingerprint.hex(), "encoder_channels": list(widths),
+                                  "precision": cfg.precision}
         if val_images:
             record["teacher"] = validate(start.net.to(device), codes, val_images, device)
         write_log(cfg.log, record)
@@ -101,7 +102,9 @@ def _step(net: VQVAE, teacher: Encoder, opt: torch.optim.Optimizer, x: torch.Ten
         group["lr"] = lr_at(step, cfg)
     with torch.no_grad():
         target = teacher(x - 0.5)
-    loss = F.mse_loss(net.embed(x), target)
+    with autocast(cfg, x.device):
+        student = net.embed(x)
+    loss = F.mse_loss(student.float(), target)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

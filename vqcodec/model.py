@@ -283,8 +283,8 @@ class VQVAE(nn.Module):
 
     def reconstruct(self, z: torch.Tensor, stages: int = 1) -> torch.Tensor:
         """Decoder output in image units (not clamped, so training sees the true error) for latents quantized
-        with `stages` stages (which picks the decoder, `decoder_for`)."""
-        return self.decoder_for(stages)(z) + 0.5
+        with `stages` stages (which picks the decoder, `decoder_for`); float32 also under autocast."""
+        return self.decoder_for(stages)(z).float() + 0.5
 
     def forward(self, x: torch.Tensor, num_stages: int | None = None,
                 penalty: Penalty | None = None) -> tuple[torch.Tensor, QuantizerOutput]:
@@ -297,7 +297,8 @@ class VQVAE(nn.Module):
         if num_stages == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
             return self.reconstruct(z), QuantizerOutput(z, empty, z.new_zeros(()))
-        out = self.quantizer(_to_rows(z), num_stages, penalty)
+        with torch.autocast(z.device.type, enabled=False):  # codes are picked and updated in float32
+            out = self.quantizer(_to_rows(z.float()), num_stages, penalty)
         zq = _from_rows(out.quantized, z.shape)
         stages = self.config.num_stages if num_stages is None else num_stages
         return self.reconstruct(zq, stages), QuantizerOutput(zq, out.indices, out.commitment_loss)

@@ -36,6 +36,8 @@ class PricedPrior(Protocol):
 
     def code_costs(self, stage: int, previous: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray: ...
 
+    def context_costs(self, stage: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]: ...
+
 
 def penalty(prior: PricedPrior, weights: Sequence[float], device: torch.device | str = "cpu") -> Penalty | None:
     """`ResidualVQ.encode`'s penalty: weights[s] times the bits of stage s's codes in each cell's context,

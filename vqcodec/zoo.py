@@ -29,9 +29,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from safetensors import safe_open
 
+from vqcodec.code_search import SPLIT_STAGES, score_columns
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
+from vqcodec import inference
 from vqcodec.inference import fast_decoder, fast_encoder
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.registry import DECODES_KEY, format_lineage, parse_lineage, shipped_models
@@ -66,6 +68,14 @@ class CodecModel:
     decodes: tuple[bytes, ...] = ()
     """Fingerprints of the models whose streams this one reads too (it is their decoder fine-tune or has stages
     added after theirs), nearest first."""
+    arithmetic: str | None = None
+    """"float32" or "bfloat16": the arithmetic of the inference forms and the code search; None: this machine's
+    (`inference.precision`)."""
+
+    @property
+    def precision(self) -> str:
+        """The arithmetic this model's inference forms and code search run in (`arithmetic`, else the machine's)."""
+        return self.arithmetic or inference.precision()
 
     def reads(self, model_id: bytes) -> bool:
         """Whether data naming `model_id` (a fingerprint or its first bytes) is this model's or an ancestor's."""
@@ -74,7 +84,7 @@ class CodecModel:
     @cached_property
     def analysis(self) -> torch.nn.Module:
         """The encoder's faster inference form (`vqcodec.inference.fast_encoder`), built at the first encode."""
-        return fast_encoder(self.net.encoder)
+        return fast_encoder(self.net.encoder, self.precision)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous encoder output (B, D, H/stride, W/stride) for images in [0, 1], through the fast analysis
@@ -82,14 +92,19 @@ class CodecModel:
         return self.analysis(x - 0.5)
 
     @cached_property
+    def search_columns(self) -> list[torch.Tensor]:
+        """Every stage's bfloat16 score columns for the bfloat16 code search (`code_search.score_columns`)."""
+        return [score_columns(stage.codebook, s < SPLIT_STAGES) for s, stage in enumerate(self.net.quantizer.stages)]
+
+    @cached_property
     def synthesis(self) -> torch.nn.Module:
         """The decoder's faster inference form (`vqcodec.inference.fast_decoder`), built at the first decode."""
-        return fast_decoder(self.net.decoder)
+        return fast_decoder(self.net.decoder, self.precision)
 
     @cached_property
     def top_synthesis(self) -> torch.nn.Module:
         """The top decoder's faster inference form (a model with `config.top_decoder_from`)."""
-        return fast_decoder(self.net.top_decoder)
+        return fast_decoder(self.net.top_decoder, self.precision)
 
     def synthesis_for(self, stages: int) -> torch.nn.Module:
         """The fast synthesis of latents of `stages` stages (`VQVAE.decoder_for`)."""

@@ -84,6 +84,10 @@ class FrequencyPrior:
         `previous` is unused."""
         return (self.code_bits(stage) * scale).astype(np.float32)
 
+    def context_costs(self, stage: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+        """`code_costs` as one table (1, K) and no map from previous codes: this prior has no context."""
+        return self.code_costs(stage, None, scale)[None], None
+
     def _model(self, stage: int) -> "constriction.stream.model.Categorical":
         return _categorical(self.counts[stage])
 
@@ -134,6 +138,7 @@ class ContextPrior:
     counts: np.ndarray
     groups: np.ndarray
     _costs: dict = field(default_factory=dict, compare=False, repr=False)
+    _models: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         counts, groups = np.asarray(self.counts), np.asarray(self.groups)
@@ -217,6 +222,16 @@ class ContextPrior:
             self._costs[stage] = (-np.log2(self._table(stage))).astype(np.float32)
         return np.take(self._costs[stage] * np.float32(scale), self.groups[stage][previous], axis=0)
 
+    def context_costs(self, stage: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+        """`code_costs` of a stage >= 1 in its compact form: float32 bits x `scale` of every code in each
+        context, (contexts, K), and the context of each previous code (K,); `code_costs(stage, previous)` is
+        the table's rows at the map's values of `previous`."""
+        if stage == 0:
+            raise ValueError("stage 1 is priced by the marginal (code_costs): its context is the row above")
+        if stage not in self._costs:
+            self._costs[stage] = (-np.log2(self._table(stage))).astype(np.float32)
+        return self._costs[stage] * np.float32(scale), self.groups[stage]
+
     def min_bits(self, stage: int) -> float:
         """Fewest bits any one symbol of this stage can cost, in any context."""
         rows = self.counts[stage].astype(np.float64)
@@ -230,6 +245,22 @@ class ContextPrior:
     def ideal_bits(self, grids: np.ndarray) -> float:
         """Sum of -log2 p over all stages of index grids (stages, rows, columns)."""
         return sum(self.stage_bits(grids, s) for s in range(grids.shape[0]))
+
+    def _model(self, stage: int, group: int) -> "constriction.stream.model.Categorical":
+        """The constriction model of a (stage >= 1, group), made once per prior."""
+        key = (stage, group)
+        if key not in self._models:
+            self._models[key] = _categorical(self.counts[stage, group])
+        return self._models[key]
+
+    def _by_group(self, grids: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The cells of a stage >= 1 ordered by context, raster order within each: (order, the contexts
+        present, where each one's cells end in that order)."""
+        ctx = self._contexts(grids, stage)
+        # stable, so raster order within a context; on 16-bit keys NumPy sorts by radix
+        order = np.argsort(ctx.astype(np.int16) if self.counts.shape[1] <= 2**15 else ctx, kind="stable")
+        present, sizes = np.unique(ctx, return_counts=True)
+        return order, present, np.cumsum(sizes)
 
     def encode_grids(self, grids: np.ndarray) -> tuple[bytes, ...]:
         """One stream per stage: stage 0 row by row, later stages group by group in raster order."""
@@ -245,10 +276,10 @@ class ContextPrior:
                     ctx = self._above(grids[0, r - 1] if r else None, grids.shape[2])
                     encoder.encode(grids[0, r].astype(np.int32), _PER_CELL, table[ctx])
             else:
-                symbols = grids[s].ravel().astype(np.int32)
-                ctx = self._contexts(grids, s)
-                for g in np.unique(ctx):
-                    encoder.encode(np.ascontiguousarray(symbols[ctx == g]), _categorical(self.counts[s, g]))
+                order, present, ends = self._by_group(grids, s)
+                symbols = grids[s].ravel()[order].astype(np.int32)
+                for g, start, end in zip(present.tolist(), [0, *ends[:-1].tolist()], ends.tolist()):
+                    encoder.encode(symbols[start:end], self._model(s, g))
             streams.append(encoder.get_compressed().astype("<u4").tobytes())
         return tuple(streams)
 
@@ -263,10 +294,10 @@ class ContextPrior:
                     ctx = self._above(grids[0, r - 1] if r else None, cols)
                     grids[0, r] = decoder.decode(_PER_CELL, table[ctx])
                 continue
-            ctx = self._contexts(grids, s)
+            order, present, ends = self._by_group(grids, s)
             flat = np.empty(rows * cols, dtype=np.int64)
-            for g in np.unique(ctx):
-                where = ctx == g
-                flat[where] = decoder.decode(_categorical(self.counts[s, g]), int(where.sum()))
+            sizes = np.diff(ends, prepend=0).tolist()
+            flat[order] = np.concatenate([decoder.decode(self._model(s, g), n) for g, n in zip(present.tolist(), sizes)]
+                                         or [np.zeros(0, dtype=np.int64)])
             grids[s] = flat.reshape(rows, cols)
         return grids

@@ -146,6 +146,10 @@ class LearnedPrior:
         contexts read the neighbours, which the encoder has not all chosen yet, so `previous` is unused."""
         return (self.code_bits(stage) * scale).astype(np.float32)
 
+    def context_costs(self, stage: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+        """`code_costs` as one table (1, K) and no map from previous codes (the marginal, as there)."""
+        return self.code_costs(stage, None, scale)[None], None
+
     def encode_grids(self, grids: np.ndarray) -> tuple[bytes, ...]:
         """One stream per stage: stage 0 row by row, later stages pass by pass and context by context."""
         k = self.counts.shape[2]

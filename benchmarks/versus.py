@@ -1,0 +1,135 @@
+"""This vqcodec against another installed release, timed in the same run: speed ratios that hold on a noisy host.
+
+`python -m vqcodec.bench.versus --baseline /path/to/other/venv/bin/python [IMAGE] [--threads N] [--rounds R]`
+
+Two worker processes, one per Python (this one and the baseline's, each importing its own `vqcodec`), load
+their default model once and read the image; then, round by round and alternating which goes first, each
+times `--repeats` compresses and decompresses at its model's default quality. Interleaving puts both
+versions under the same machine load, which on a shared host moves absolute times by half or more within an
+hour; the medians over all rounds and their ratios are printed as a Markdown table (and written as JSON with
+`--out`). The workers use only the API every release has (`vqcodec.load_model`, `vqcodec.compress`,
+`vqcodec.decompress`, `vqcodec.codec.default_quality`). Default image: kodim19 from `../shared/data/kodak`,
+turned to landscape (768x512), as `vqcodec.bench.profile` uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .profile import DEFAULT_IMAGE
+
+WORKER = r"""
+import json, sys, time
+import torch
+from PIL import Image
+import vqcodec
+from vqcodec import codec
+
+torch.set_num_threads(int(sys.argv[2]))
+model = vqcodec.load_model(None)
+with Image.open(sys.argv[1]) as im:
+    image = im.convert("RGB")
+if image.height > image.width:
+    image = image.transpose(Image.Transpose.ROTATE_90)
+quality = codec.default_quality(model)
+data = vqcodec.compress(image, model, quality)
+vqcodec.decompress(data, model)
+print(json.dumps({"version": vqcodec.__version__, "quality": quality, "bytes": len(data),
+                  "fingerprint": model.fingerprint.hex(), "size": list(image.size)}), flush=True)
+for line in sys.stdin:
+    enc, dec = [], []
+    for _ in range(int(line)):
+        t0 = time.perf_counter()
+        data = vqcodec.compress(image, model, quality)
+        t1 = time.perf_counter()
+        vqcodec.decompress(data, model)
+        enc.append(t1 - t0)
+        dec.append(time.perf_counter() - t1)
+    print(json.dumps({"compress_s": enc, "decompress_s": dec}), flush=True)
+"""
+
+
+class Worker:
+    """One Python's vqcodec, loaded and waiting for timing requests."""
+
+    def __init__(self, python: str, image: Path, threads: int) -> None:
+        # in a neutral folder: `python -c` imports from the working directory first, which in a source
+        # checkout would hand both workers the checkout's vqcodec
+        self.proc = subprocess.Popen([python, "-c", WORKER, str(image), str(threads)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+        self.info: dict[str, Any] = json.loads(self._line())
+        self.times: dict[str, list[float]] = {"compress_s": [], "decompress_s": []}
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker of {self.proc.args[0]} stopped (exit code {self.proc.wait()})")
+        return line
+
+    def time(self, repeats: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{repeats}\n")
+        self.proc.stdin.flush()
+        for key, values in json.loads(self._line()).items():
+            self.times[key] += values
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def compare(baseline: str, image: Path, threads: int, rounds: int, repeats: int) -> dict[str, Any]:
+    """Both versions' details and all their times, interleaved round by round."""
+    workers = {"this": Worker(sys.executable, image, threads), "baseline": Worker(baseline, image, threads)}
+    try:
+        for r in range(rounds):
+            for name in (("this", "baseline") if r % 2 == 0 else ("baseline", "this")):
+                workers[name].time(repeats)
+    finally:
+        for w in workers.values():
+            w.close()
+    return {"image": str(image), "threads": threads, "rounds": rounds, "repeats": repeats,
+            **{name: {**w.info, **w.times} for name, w in workers.items()}}
+
+
+def report(result: dict[str, Any]) -> str:
+    """A Markdown table of median milliseconds per version and operation, and this version's ratio to the
+    baseline."""
+    this, base = result["this"], result["baseline"]
+    rows = [f"{result['image']} ({this['size'][0]}x{this['size'][1]}), {result['threads']} thread(s), "
+            f"{result['rounds']} interleaved rounds of {result['repeats']}", "",
+            "| | vqcodec " + this["version"] + " | vqcodec " + base["version"] + " | ratio |", "|---|---:|---:|---:|",
+            f"| quality (its default) | {this['quality']} | {base['quality']} | |",
+            f"| file (bytes) | {this['bytes']} | {base['bytes']} | {this['bytes'] / base['bytes']:.2f} |"]
+    for key, label in (("compress_s", "compress (ms)"), ("decompress_s", "decompress (ms)")):
+        a, b = statistics.median(this[key]), statistics.median(base[key])
+        rows.append(f"| {label}, median | {1000 * a:.1f} | {1000 * b:.1f} | {a / b:.2f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", nargs="?", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--baseline", required=True, help="the Python executable of the other release's environment")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="write every time and both versions' details as JSON")
+    args = parser.parse_args(argv)
+    result = compare(args.baseline, args.image.resolve(), args.threads, args.rounds, args.repeats)
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(report(result))
+
+
+if __name__ == "__main__":
+    main()
