@@ -30,9 +30,11 @@ def _cpu_capability() -> str:
 
     from vqcodec import inference
 
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    native = " (AMX)" if amx else " (AVX-512 BF16)" if inference.native_bfloat16() else ""
-    return f"{torch.backends.cpu.get_cpu_capability()}, {inference.precision()}{native if inference.precision() == 'bfloat16' else ''}"
+    arithmetic = inference.precision()
+    if arithmetic == "bfloat16":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        arithmetic += " (AMX)" if amx else " (AVX-512 BF16)" if inference.native_bfloat16() else " (emulated)"
+    return f"{torch.backends.cpu.get_cpu_capability()}, {arithmetic}"
 
 
 def _memory_gib() -> float | None:

@@ -33,9 +33,7 @@ def compare(quantizer: ResidualVQ, prior: pricing.PricedPrior, weights: np.ndarr
             beam: int) -> tuple[float, float]:
     """(share of codes both searches pick alike, mean objective of the bfloat16 search's codes over the float32
     search's)."""
-    columns = [code_search.score_columns(stage.codebook, s < code_search.SPLIT_STAGES)
-               for s, stage in enumerate(quantizer.stages)]
-    tables = code_search.stage_tables(quantizer, prior, weights, columns)
+    tables = code_search.stage_tables(quantizer, prior, weights, code_search.search_columns(quantizer))
     fast = code_search.search(tables, x, beam)
     exact = quantizer.encode(x, len(weights), pricing.penalty(prior, weights), beam)
     assert fast.shape == exact.shape and fast.dtype == torch.long

@@ -85,6 +85,11 @@ def score_columns(codebook: torch.Tensor, split: bool = False) -> torch.Tensor:
     return torch.cat([*products, hi[None], lo[None], ones[None], ones[None]]).contiguous()
 
 
+def search_columns(quantizer: ResidualVQ) -> list[torch.Tensor]:
+    """Every stage's `score_columns`, the first `SPLIT_STAGES` split: made once per model."""
+    return [score_columns(stage.codebook, s < SPLIT_STAGES) for s, stage in enumerate(quantizer.stages)]
+
+
 def _aligned(columns: torch.Tensor) -> torch.Tensor:
     """`columns` with zero rows appended up to a multiple of `ALIGN`."""
     pad = _padded(columns.shape[0]) - columns.shape[0]
@@ -94,12 +99,12 @@ def _aligned(columns: torch.Tensor) -> torch.Tensor:
 def stage_tables(quantizer: ResidualVQ, prior: PricedPrior, weights: Sequence[float],
                  columns: Sequence[torch.Tensor]) -> list[StageTable]:
     """The tables of the first `len(weights)` stages, priced at `weights` (lambda per stage) under `prior`;
-    `columns` are the stages' `score_columns`, made once per model. Stage 1 is never priced (its context is
+    `columns` are the model's `search_columns`. Stage 1 is never priced (its context is
     the row above, chosen in the same pass), as in `pricing.stage_weights`."""
     tables = []
     for s, w in enumerate(weights):
         codebook = quantizer.stages[s].codebook
-        split = columns[s].shape[0] == 3 * codebook.shape[1] + 4
+        split = s < SPLIT_STAGES
         if not (w and s):
             tables.append(StageTable(codebook, _aligned(columns[s]), None, None, split))
             continue

@@ -215,16 +215,23 @@ class BFloat16Path(nn.Module):
         return self.layers(x).float()
 
 
+def _fast_path(layers: nn.Sequential, arithmetic: str | None,
+               rewrite: Callable[[nn.Module], nn.Module] = lambda layer: layer) -> nn.Module:
+    """A network's convolutional path (a copy) with its BatchNorms folded and `rewrite` applied to each layer:
+    in bfloat16 with the shifts as biases when `arithmetic` (default: `precision()`) says so, else with its
+    3x3 convolutions as Winograd convolutions."""
+    folded = fold_batchnorm(layers)
+    if (arithmetic or precision()) == "bfloat16":
+        return BFloat16Path(nn.Sequential(*map(rewrite, _fuse_pairs(folded, _into_bias))))
+    return nn.Sequential(*map(rewrite, use_winograd(folded)))
+
+
 def fast_encoder(encoder: Encoder, arithmetic: str | None = None) -> Encoder:
     """A copy of `encoder` (in eval mode, no gradients) with its BatchNorms folded, its convolutional path in
     bfloat16 when `arithmetic` (default: `precision()`) says so, else with its 3x3 convolutions as Winograd
     convolutions."""
     fast = copy.deepcopy(encoder).eval().requires_grad_(False)
-    folded = fold_batchnorm(fast.net)
-    if (arithmetic or precision()) == "bfloat16":
-        fast.net = BFloat16Path(_fuse_pairs(folded, _into_bias))
-    else:
-        fast.net = use_winograd(folded)
+    fast.net = _fast_path(fast.net, arithmetic)
     return fast
 
 
@@ -234,9 +241,5 @@ def fast_decoder(decoder: Decoder, arithmetic: str | None = None) -> Decoder:
     says so, else with its 3x3 convolutions as Winograd convolutions."""
     fast = copy.deepcopy(decoder).eval().requires_grad_(False)
     fast.linear = _rewrite(fast.linear)
-    folded = fold_batchnorm(fast.net)
-    if (arithmetic or precision()) == "bfloat16":
-        fast.net = BFloat16Path(nn.Sequential(*(_rewrite(layer) for layer in _fuse_pairs(folded, _into_bias))))
-    else:
-        fast.net = nn.Sequential(*(_rewrite(layer) for layer in use_winograd(folded)))
+    fast.net = _fast_path(fast.net, arithmetic, _rewrite)
     return fast

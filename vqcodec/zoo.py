@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from safetensors import safe_open
 
-from vqcodec.code_search import SPLIT_STAGES, score_columns
+from vqcodec.code_search import search_columns
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
@@ -93,8 +93,8 @@ class CodecModel:
 
     @cached_property
     def search_columns(self) -> list[torch.Tensor]:
-        """Every stage's bfloat16 score columns for the bfloat16 code search (`code_search.score_columns`)."""
-        return [score_columns(stage.codebook, s < SPLIT_STAGES) for s, stage in enumerate(self.net.quantizer.stages)]
+        """Every stage's bfloat16 score columns for the bfloat16 code search (`code_search.search_columns`)."""
+        return search_columns(self.net.quantizer)
 
     @cached_property
     def synthesis(self) -> torch.nn.Module:

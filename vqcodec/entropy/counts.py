@@ -218,9 +218,13 @@ class ContextPrior:
         """
         if stage == 0 or previous is None:
             return (self.code_bits(stage) * scale).astype(np.float32)
+        return np.take(self._stage_costs(stage) * np.float32(scale), self.groups[stage][previous], axis=0)
+
+    def _stage_costs(self, stage: int) -> np.ndarray:
+        """float32 bits of every code in each context of a stage (contexts, K), computed once per prior."""
         if stage not in self._costs:
             self._costs[stage] = (-np.log2(self._table(stage))).astype(np.float32)
-        return np.take(self._costs[stage] * np.float32(scale), self.groups[stage][previous], axis=0)
+        return self._costs[stage]
 
     def context_costs(self, stage: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
         """`code_costs` of a stage >= 1 in its compact form: float32 bits x `scale` of every code in each
@@ -228,9 +232,7 @@ class ContextPrior:
         the table's rows at the map's values of `previous`."""
         if stage == 0:
             raise ValueError("stage 1 is priced by the marginal (code_costs): its context is the row above")
-        if stage not in self._costs:
-            self._costs[stage] = (-np.log2(self._table(stage))).astype(np.float32)
-        return self._costs[stage] * np.float32(scale), self.groups[stage]
+        return self._stage_costs(stage) * np.float32(scale), self.groups[stage]
 
     def min_bits(self, stage: int) -> float:
         """Fewest bits any one symbol of this stage can cost, in any context."""
