@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -58,9 +60,16 @@ def check_inference_form(trained: nn.Module, make_fast, x: torch.Tensor) -> nn.M
     return fast
 
 
-def test_fast_encoder_matches_the_encoder_and_leaves_it_untouched() -> None:
+def test_fast_encoder_matches_the_encoder_from_8_bit_pixels_and_leaves_it_untouched() -> None:
     encoder = randomised(Encoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4)))
-    fast = check_inference_form(encoder, lambda e: fast_encoder(e, "float32"), torch.rand(1, 3, 24, 40))
+    pixels = torch.randint(0, 256, (1, 3, 24, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    keys = sorted(encoder.state_dict())
+    fast = fast_encoder(encoder, "float32")
+    with torch.no_grad():
+        assert torch.allclose(fast(pixels), encoder(pixels.float() / 255 - 0.5), atol=1e-5)
+        # the layout numpy's (H, W, 3) images arrive in
+        assert torch.allclose(fast(pixels.contiguous(memory_format=torch.channels_last)), fast(pixels))
+    assert sorted(encoder.state_dict()) == keys and not no_batchnorm(encoder) and no_batchnorm(fast)
     assert any(isinstance(m, ResBlock) for m in fast.modules())
     if torch.backends.nnpack.is_available():
         assert sum(isinstance(m, WinogradConv2d) for m in fast.modules()) == 2
@@ -86,22 +95,59 @@ def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
     assert isinstance(decoder.linear, nn.ConvTranspose2d)
 
 
-def test_bfloat16_forms_keep_the_linear_path_in_float32_and_stay_close() -> None:
-    """The convolutional paths run in bfloat16 (shifts as biases, no BatchNorm), the linear ones in float32; the
-    outputs stay within bfloat16's rounding of the trained networks'."""
-    config = ModelConfig(channels=(8, 16), res_blocks=1, latent_dim=4)
-    for trained, make, x in ((randomised(Encoder(config)), fast_encoder, torch.rand(1, 3, 24, 40)),
-                             (randomised(Decoder(config)), fast_decoder, torch.randn(1, 4, 6, 9))):
-        fast = make(trained, "bfloat16")
-        assert isinstance(fast.net, BFloat16Path) and no_batchnorm(fast)
-        assert fast.linear.weight.dtype == torch.float32
-        assert all(p.dtype == torch.bfloat16 for p in fast.net.parameters())
-        with torch.no_grad():
-            expected, got = trained(x), fast(x)
-        assert got.dtype == torch.float32 and got.shape == expected.shape
-        scale = expected.abs().max().item()
-        assert (got - expected).abs().max().item() < 0.03 * scale
-        assert (got - expected).abs().max().item() > 0  # it did compute in bfloat16
+def close_in_bfloat16(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """`got` is float32, within bfloat16's rounding of `expected` and not equal to it (it was computed in bfloat16)."""
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    scale = expected.abs().max().item()
+    assert 0 < (got - expected).abs().max().item() < 0.03 * scale
+
+
+def test_bfloat16_decoder_keeps_the_linear_path_in_float32_and_stays_close() -> None:
+    """The convolutional path runs in bfloat16 (shifts as biases, no BatchNorm), the linear one in float32."""
+    decoder = randomised(Decoder(ModelConfig(channels=(8, 16), res_blocks=1, latent_dim=4)))
+    fast = fast_decoder(decoder, "bfloat16")
+    assert isinstance(fast.net, BFloat16Path) and no_batchnorm(fast)
+    assert fast.linear.weight.dtype == torch.float32
+    assert all(p.dtype == torch.bfloat16 for p in fast.net.parameters())
+    z = torch.randn(1, 4, 6, 9)
+    with torch.no_grad():
+        close_in_bfloat16(fast(z), decoder(z))
+
+
+def test_bfloat16_encoder_takes_8_bit_pixels_exactly_and_stays_close() -> None:
+    """k - 127.5 is exact in bfloat16 for every 8-bit k; the encoder's output is the trained one's to bfloat16
+    rounding."""
+    ks = torch.arange(256, dtype=torch.float32)
+    assert torch.equal((ks - inference.PIXEL_CENTRE).to(torch.bfloat16).float(), ks - inference.PIXEL_CENTRE)
+    encoder = randomised(Encoder(ModelConfig(channels=(8, 16), res_blocks=1, latent_dim=4)))
+    fast = fast_encoder(encoder, "bfloat16")
+    assert isinstance(fast.encoder.net, BFloat16Path) and no_batchnorm(fast)
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    pixels = torch.randint(0, 256, (1, 3, 24, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        close_in_bfloat16(fast(pixels), encoder(pixels.float() / 255 - 0.5))
+
+
+@pytest.mark.skipif(not inference.fusable(), reason="torch without oneDNN's fused convolutions")
+def test_fused_activations_compute_the_unfused_layers() -> None:
+    """Each convolution and its ReLU, and each residual block's sum and ReLU, become one oneDNN call computing
+    what the layers do (to bfloat16 rounding: the sum is taken before the rounding)."""
+    torch.manual_seed(2)
+    block = randomised(ResBlock(16))
+    encoder = randomised(Encoder(ModelConfig(channels=(8, 16), res_blocks=1, latent_dim=4)))
+    path = inference._fast_path(copy.deepcopy(encoder.net), "bfloat16")  # it changes what it is given
+    assert sum(isinstance(m, inference.ConvReLU) for m in path.modules()) == 3  # 2 strided, 1 in the block
+    assert sum(isinstance(m, inference.FusedResBlock) for m in path.modules()) == 1
+    assert not any(isinstance(m, (nn.ReLU, ResBlock)) for m in path.modules())
+    fused = inference._fast_path(nn.Sequential(copy.deepcopy(block)), "bfloat16")
+    x = torch.randn(1, 16, 12, 10)
+    with torch.no_grad():
+        close_in_bfloat16(fused(x), block(x))
+    up = nn.Sequential(nn.ConvTranspose2d(16, 8, 4, stride=2, padding=1), nn.ReLU()).eval()
+    fused_up = inference._fast_path(copy.deepcopy(up), "bfloat16")
+    assert isinstance(fused_up.layers[0], inference.ConvReLU)
+    with torch.no_grad():
+        close_in_bfloat16(fused_up(x), up(x))
 
 
 def test_precision_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -99,6 +99,24 @@ def test_tiles_refine_every_cell_once_with_the_pixels_under_it(tiny_model) -> No
     assert whole.shape == tiled.shape
 
 
+def test_the_loss_over_the_images_own_pixels_ignores_the_padding(tiny_model) -> None:
+    """With `size`, what fills the grid beyond the image does not move the latents; without it, it does. An
+    MS-SSIM model's schedule asks for the image's own pixels, an MSE model's for the padded grid (measured)."""
+    rgb = np.asarray(synthetic_image(size=(37, 21), seed=4))  # 40 x 24 pixels of grid at stride 8
+    latents = codec.embed(tiny_model, rgb)
+    h, w = codec.grid_shape(tiny_model, rgb.shape[1], rgb.shape[0])
+    grid = latents.reshape(h, w, -1).permute(2, 0, 1)[None]
+    decoder = tiny_model.net.decoder_for(tiny_model.config.num_stages)
+    pixels = codec._to_tensor(rgb, tiny_model.config.stride)
+    other = pixels.clone()
+    other[..., rgb.shape[0] :, :] = 1.0
+    other[..., :, rgb.shape[1] :] = 0.0
+    own = [refine(decoder, x, grid, 3, size=rgb.shape[:2]) for x in (pixels, other)]
+    assert torch.equal(own[0], own[1]) and not torch.equal(own[0], grid)
+    assert not torch.equal(refine(decoder, pixels, grid, 3), refine(decoder, other, grid, 3))
+    assert SCHEDULES["ms-ssim"].own_pixels and not SCHEDULES["mse"].own_pixels
+
+
 def test_refinement_works_inside_inference_mode(tiny_model) -> None:
     """Callers may compress under `torch.inference_mode()`; the steps still get their gradients."""
     image = synthetic_image()

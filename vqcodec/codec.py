@@ -130,6 +130,14 @@ def grid_shape(model: CodecModel, width: int, height: int) -> tuple[int, int]:
     return -(-height // s), -(-width // s)
 
 
+def _pixels(rgb: np.ndarray, stride: int) -> torch.Tensor:
+    """8-bit pixels (H, W, 3) as a (1, 3, H', W') uint8 tensor, edges repeated up to multiples of `stride` (as
+    `_to_tensor` pads), channels-last: a copy, as torch takes only writable arrays."""
+    pad_h, pad_w = -rgb.shape[0] % stride, -rgb.shape[1] % stride
+    rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else np.array(rgb)
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None]
+
+
 def _to_tensor(rgb: np.ndarray, stride: int) -> torch.Tensor:
     x = to_tensor(rgb)[None]
     h, w = rgb.shape[:2]
@@ -190,7 +198,7 @@ def embed(model: CodecModel, rgb: np.ndarray, tile: int = TILE_CELLS) -> torch.T
     out = torch.empty(model.config.latent_dim, grid_h, grid_w)
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
-        z = model.embed(_to_tensor(pixels, s).contiguous(memory_format=torch.channels_last))[0]
+        z = model.embed(_pixels(pixels, s))[0]
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
                                cols.start - hcols.start : cols.stop - hcols.start]
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)
@@ -223,8 +231,9 @@ def refine(model: CodecModel, rgb: np.ndarray, latents: torch.Tensor, stages: in
     tile = min(tile, max(1, int(tile * math.sqrt(REFINE_WIDTH / finest))))
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
+        size = pixels.shape[:2] if latent_refinement.schedule(model.config.distortion).own_pixels else None
         z = latent_refinement.refine(decoder, _to_tensor(pixels, s), grid[None, :, hrows, hcols], steps,
-                                     model.config.distortion, model.precision)[0]
+                                     model.config.distortion, model.precision, size)[0]
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,
                                cols.start - hcols.start : cols.stop - hcols.start]
     return out.permute(1, 2, 0).reshape(grid_h * grid_w, -1)

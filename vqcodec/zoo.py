@@ -86,10 +86,10 @@ class CodecModel:
         """The encoder's faster inference form (`vqcodec.inference.fast_encoder`), built at the first encode."""
         return fast_encoder(self.net.encoder, self.precision)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Continuous encoder output (B, D, H/stride, W/stride) for images in [0, 1], through the fast analysis
-        (what `VQVAE.embed` computes)."""
-        return self.analysis(x - 0.5)
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Continuous encoder output (B, D, H/stride, W/stride) for 8-bit pixels (B, 3, H, W), uint8, through
+        the fast analysis (what `VQVAE.embed` computes for pixels / 255)."""
+        return self.analysis(pixels)
 
     @cached_property
     def search_columns(self) -> list[torch.Tensor]:
