@@ -10,6 +10,11 @@ hour; the medians over all rounds and their ratios are printed as a Markdown tab
 `--out`). The workers use only the API every release has (`vqcodec.load_model`, `vqcodec.compress`,
 `vqcodec.decompress`, `vqcodec.codec.default_quality`). Default image: kodim19 from `../shared/data/kodak`,
 turned to landscape (768x512), as `vqcodec.bench.profile` uses.
+
+With `--rd DIR`, each version instead compresses and decompresses every image of DIR (sorted by name, the
+first `--limit`) at each of `--qualities`, both at once in their own processes, and the table gives each
+quality's bpp (whole files) and mean PSNR on 8-bit RGB for both, with the BD-rate (PSNR) of this version
+against the baseline: what a change to the code, rather than to a model, costs in rate/distortion.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vqcodec.data import find_images
+from vqcodec.errors import VqcodecError
+
+from .bdrate import bd_rate
 from .profile import DEFAULT_IMAGE
 
 WORKER = r"""
@@ -54,6 +63,68 @@ for line in sys.stdin:
         dec.append(time.perf_counter() - t1)
     print(json.dumps({"compress_s": enc, "decompress_s": dec}), flush=True)
 """
+
+
+RD_WORKER = r"""
+import json, sys
+import numpy as np
+import torch
+from PIL import Image
+import vqcodec
+
+torch.set_num_threads(int(sys.argv[2]))
+model = vqcodec.load_model(None)
+paths, qualities = json.loads(sys.argv[1]), json.loads(sys.argv[3])
+points = {}
+for quality in qualities:
+    bits = pixels = 0
+    psnrs = []
+    for path in paths:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        data = vqcodec.compress(image, model, quality)
+        ref = np.asarray(image, dtype=np.float64)
+        out = np.asarray(vqcodec.decompress(data, model).convert("RGB"), dtype=np.float64)
+        psnrs.append(10 * np.log10(255.0**2 / max(float(((out - ref) ** 2).mean()), 1e-10)))
+        bits += 8 * len(data)
+        pixels += ref.shape[0] * ref.shape[1]
+    points[quality] = [bits / pixels, float(np.mean(psnrs))]
+print(json.dumps({"version": vqcodec.__version__, "points": points}), flush=True)
+"""
+
+
+def compare_rd(baseline: str, paths: list[Path], qualities: list[int], threads: int) -> dict[str, Any]:
+    """Each version's (bpp, mean PSNR) per quality over `paths`, both computed at once."""
+    args = [RD_WORKER, json.dumps([str(p) for p in paths]), str(threads), json.dumps(qualities)]
+    procs = {name: subprocess.Popen([python, "-c", *args], stdout=subprocess.PIPE, text=True,
+                                    cwd=tempfile.gettempdir())
+             for name, python in (("this", sys.executable), ("baseline", baseline))}
+    result: dict[str, Any] = {"images": [p.name for p in paths], "qualities": qualities, "threads": threads}
+    for name, proc in procs.items():
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"the worker of {proc.args[0]} stopped (exit code {proc.returncode})")
+        result[name] = json.loads(out)
+    return result
+
+
+def report_rd(result: dict[str, Any]) -> str:
+    """A Markdown table of both versions' bpp and PSNR per quality, and the BD-rate of this one against the
+    baseline."""
+    this, base = result["this"], result["baseline"]
+    qualities = [str(q) for q in result["qualities"]]
+    rows = [f"{len(result['images'])} images, {result['threads']} thread(s)", "",
+            f"| quality | vqcodec {this['version']} bpp | PSNR (dB) | vqcodec {base['version']} bpp | PSNR (dB) "
+            "| rate | PSNR |", "|---:|---:|---:|---:|---:|---:|---:|"]
+    for q in qualities:
+        (ra, da), (rb, db) = this["points"][q], base["points"][q]
+        rows.append(f"| {q} | {ra:.4f} | {da:.3f} | {rb:.4f} | {db:.3f} | {100 * (ra / rb - 1):+.2f}% "
+                    f"| {da - db:+.4f} dB |")
+    if len(qualities) >= 4:
+        bd = bd_rate(*zip(*(base["points"][q] for q in qualities)), *zip(*(this["points"][q] for q in qualities)))
+        rows += ["", f"BD-rate (PSNR) of vqcodec {this['version']} against {base['version']}: {bd.percent:+.3f}% "
+                 f"({bd.low:.2f}-{bd.high:.2f} dB)"]
+    return "\n".join(rows)
 
 
 class Worker:
@@ -124,11 +195,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, help="write every time and both versions' details as JSON")
+    parser.add_argument("--rd", type=Path, metavar="DIR", help="compare rate/distortion on the images of DIR instead")
+    parser.add_argument("--qualities", default="1,3,5,8,12,16,21,28", help="with --rd: qualities (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=0, help="with --rd: only the first N images (sorted by name)")
     args = parser.parse_args(argv)
-    result = compare(args.baseline, args.image.resolve(), args.threads, args.rounds, args.repeats)
+    if args.rd is not None:
+        try:
+            paths = find_images(args.rd.resolve())[: args.limit or None]
+        except VqcodecError as e:
+            parser.error(str(e))
+        result = compare_rd(args.baseline, paths, [int(q) for q in args.qualities.split(",")], args.threads)
+    else:
+        result = compare(args.baseline, args.image.resolve(), args.threads, args.rounds, args.repeats)
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(report(result))
+    print(report_rd(result) if args.rd is not None else report(result))
 
 
 if __name__ == "__main__":
