@@ -224,8 +224,8 @@ def train(
                           checkpoint_every=checkpoint_every, resume=resume, init=init, device=device, workers=workers,
                           seed=seed, prior_views=prior_views, rate_weights=weights, prior_rounds=prior_rounds,
                           decoder_only=decoder_only, loss=loss, effort=effort, top_decoder_from=top_decoder_from,
-                          decoder_from=decoder_from, priced=priced, precision=precision, encoder_channels=encoder_widths,
-                          encoder_only=encoder_only, cached_codes=cached_codes,
+                          decoder_from=decoder_from, priced=priced, precision=precision,
+                          encoder_channels=encoder_widths, encoder_only=encoder_only, cached_codes=cached_codes,
                           top_decoder_channels=_widths(top_decoder_channels, "--top-decoder-channels"))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

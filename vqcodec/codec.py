@@ -229,9 +229,10 @@ def refine(model: CodecModel, rgb: np.ndarray, latents: torch.Tensor, stages: in
     cfg = model.config
     finest = (cfg.top_decoder_widths if decoder is not model.net.decoder else cfg.decoder_widths)[0]
     tile = min(tile, max(1, int(tile * math.sqrt(REFINE_WIDTH / finest))))
+    own_pixels = latent_refinement.schedule(cfg.distortion).own_pixels
     for rows, cols, hrows, hcols in _tiles(grid_h, grid_w, tile):
         pixels = rgb[hrows.start * s : hrows.stop * s, hcols.start * s : hcols.stop * s]
-        size = pixels.shape[:2] if latent_refinement.schedule(model.config.distortion).own_pixels else None
+        size = pixels.shape[:2] if own_pixels else None
         z = latent_refinement.refine(decoder, _to_tensor(pixels, s), grid[None, :, hrows, hcols], steps,
                                      model.config.distortion, model.precision, size)[0]
         out[:, rows, cols] = z[:, rows.start - hrows.start : rows.stop - hrows.start,

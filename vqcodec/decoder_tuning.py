@@ -217,7 +217,8 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
         cfg.log.write_text("")
         write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
-                             "images": len(dataset), "device": str(device), "precision": cfg.precision, "init": str(cfg.init),
+                             "images": len(dataset), "device": str(device), "precision": cfg.precision,
+                             "init": str(cfg.init),
                              "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
                              "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
                              "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,

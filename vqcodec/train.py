@@ -52,10 +52,10 @@ from vqcodec.zoo import CodecModel, load_model, save_model
 
 
 LOSSES = DISTORTIONS
-PRECISIONS = ("float32", "bfloat16")
-"""The arithmetic of a training step's encoder and decoder passes (`TrainConfig.precision`)."""
 """Decoder losses of a decoder-only run: mean squared error, or 1 - MS-SSIM (pytorch-msssim, 5 scales),
 both taken in the logarithm (`decoder_tuning.loss_of`); the tuned model declares it as its `distortion`."""
+PRECISIONS = ("float32", "bfloat16")
+"""The arithmetic of a training step's encoder and decoder passes (`TrainConfig.precision`)."""
 MSSSIM_MIN_SIDE = 161
 """Smallest crop side that MS-SSIM's five scales of an 11-pixel window accept."""
 

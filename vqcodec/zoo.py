@@ -34,7 +34,6 @@ from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.entropy.learned import LearnedPrior
 from vqcodec.errors import ModelError, VqcodecError
 from vqcodec import inference
-from vqcodec.inference import fast_decoder, fast_encoder
 from vqcodec.model import VQVAE, ModelConfig
 from vqcodec.registry import DECODES_KEY, format_lineage, parse_lineage, shipped_models
 from vqcodec.safe_io import write_bytes_atomic
@@ -84,7 +83,7 @@ class CodecModel:
     @cached_property
     def analysis(self) -> torch.nn.Module:
         """The encoder's faster inference form (`vqcodec.inference.fast_encoder`), built at the first encode."""
-        return fast_encoder(self.net.encoder, self.precision)
+        return inference.fast_encoder(self.net.encoder, self.precision)
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """Continuous encoder output (B, D, H/stride, W/stride) for 8-bit pixels (B, 3, H, W), uint8, through
@@ -99,12 +98,12 @@ class CodecModel:
     @cached_property
     def synthesis(self) -> torch.nn.Module:
         """The decoder's faster inference form (`vqcodec.inference.fast_decoder`), built at the first decode."""
-        return fast_decoder(self.net.decoder, self.precision)
+        return inference.fast_decoder(self.net.decoder, self.precision)
 
     @cached_property
     def top_synthesis(self) -> torch.nn.Module:
         """The top decoder's faster inference form (a model with `config.top_decoder_from`)."""
-        return fast_decoder(self.net.top_decoder, self.precision)
+        return inference.fast_decoder(self.net.top_decoder, self.precision)
 
     def synthesis_for(self, stages: int) -> torch.nn.Module:
         """The fast synthesis of latents of `stages` stages (`VQVAE.decoder_for`)."""
