@@ -19,7 +19,7 @@ from vqcodec.errors import ArgumentError
 
 EFFORT_BEAMS = (1, 2, 4, 8, 16)
 """Beam width of the residual-stage search at each effort level."""
-DEFAULT_EFFORTS: tuple[tuple[int, int], ...] = ((1, 1), (6, 2), (21, 3))
+DEFAULT_EFFORTS: tuple[tuple[int, int], ...] = ((1, 1), (6, 3), (16, 4))
 """The level `compress` uses when none is given, by how many stages a quality codes: (fewest stages, level),
 ascending. A beam finds more the more stages it searches together, and costs time in proportion to them.
 
@@ -27,11 +27,26 @@ ascending. A beam finds more the more stages it searches together, and costs tim
   first 16 BSDS500 val images and -3.7% on Kodak, for 1.28 times the whole compress time of a 768x512 Kodak
   image at quality 6 (20 compresses, interleaved; 1.31 in the Kodak benchmark run). The default quality of
   `default` (5 stages) keeps it, so its time is unchanged.
-- From 6 stages level 2, from 21 level 3. On the same 16 images with `default` short id 13, every quality at
-  levels 1, 2 and 3, BD-rate (PSNR) against level 1 everywhere: this choice -2.8% (-4.7% above 0.5 bpp);
-  level 2 from 9 stages -1.7%, from 6 -2.2%; level 3 from 9 -2.7%. A quality's compress time grows about
-  2x at level 2 and 4-5x at level 3 (quality 28: 0.46, 1.07 and 2.12 s for a 481x321 image). On Kodak
-  (the committed benchmark) the same model went from +5.2% to +2.7% BD-rate against WebP."""
+- From 6 stages level 3, from 16 level 4 (vqcodec 0.11.0). With the code search in bfloat16 (0.9.0) and the
+  latent refinement of qualities from 16 stages (0.7.0), a wider beam costs less of a quality's whole compress
+  time than when the levels were first chosen. `default` at qualities 1, 3, 5, 6, 9, 12, 16, 20, 21, 24, 26,
+  27 and 28, each at the levels where the candidates differ, BD-rate (PSNR) against 0.10.0's levels (2 from
+  6 stages, 3 from 21), on the first 16 BSDS500 val images / on val images 17-40:
+
+  | levels | BD-rate, val 1-16 | val 17-40 |
+  |---|---:|---:|
+  | 3 from 9, 4 from 21 | -0.87% | -0.73% |
+  | 3 from 6, 4 from 21 | -1.01% | -0.83% |
+  | 3 from 6, 4 from 16 (this choice) | -1.04% | -0.85% |
+  | 3 from 6, 4 from 9 | -1.15% | -0.87% |
+  | 4 from 6 | -1.20% | -0.91% |
+
+  Level 4 below 16 stages buys 0.02-0.16% more for about 2.7 times those qualities' compress time (quality 6,
+  481x321: 0.30 s at level 4, 0.11 s at 3); from 16 stages the refinement dominates the time. On `perceptual`
+  (the first 16 val images, qualities 1-10) level 3 from 6 stages against 2: -0.66% BD-rate in MS-SSIM,
+  fewer bits and a higher MS-SSIM at each of qualities 6-10. 0.6.0's levels (2 from 6, 3 from 21) had given
+  -2.8% against level 1 everywhere on the first 16 images, and on Kodak moved the same model from +5.2% to
+  +2.7% BD-rate against WebP."""
 
 
 def by_stages(schedule: tuple[tuple[int, int], ...], stages: int) -> int:
