@@ -19,6 +19,7 @@ from PIL import Image, features
 from vqcodec import codec as vq
 from vqcodec import container, ladder
 from vqcodec.effort import DEFAULT_EFFORTS, EFFORT_BEAMS, check_effort, describe
+from vqcodec.entropy import adaptive
 from vqcodec.latent_refinement import describe_default as describe_refinement, schedule
 from vqcodec.zoo import load_model, shipped_models
 
@@ -117,12 +118,14 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
     description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder {describe(level)}; "
                    f"latents refined for {loaded.config.distortion} {describe_refinement(loaded.config.distortion)}; "
+                   f"stages coded adaptively in files of {adaptive.ADAPTIVE_FROM} or more; "
                    f"{loaded.precision} inference")
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp,
                 "precision": loaded.precision,
                 "effort": [list(pair) for pair in DEFAULT_EFFORTS] if level is None else level,
                 "refinement": [list(pair) for pair in refinement.steps], "refine_lr": refinement.lr,
-                "vqz_format": container.VERSION}
+                "vqz_format": container.VERSION, "adaptive": [adaptive.ADAPTIVE_FROM, adaptive.STRENGTH,
+                                                               list(adaptive.PASS_LEVELS), adaptive.STAGE0_ROWS]}
     qualities = tuple(range(1, len(vq.quality_levels(loaded)) + 1))
     return Codec(name, description, "quality", qualities, encode, decode, identity, vq.default_quality(loaded))
 

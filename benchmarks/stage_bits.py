@@ -4,7 +4,9 @@ Every image of DIR is coded as `vqcodec compress` codes it at `--quality` (the q
 stages and rate weights, effort 0), and each stage's codes are priced two ways: under
 the model's prior as the range coder uses it (`stage_bits`: in context), and under the
 prior's marginal over contexts (`code_bits`: the same table without context). The gap
-is what the context buys, stage by stage; the model card states it for BSDS500 val.
+is what the context buys, stage by stage; the model card states it for BSDS500 val. These are the
+fixed tables: files of 6 stages or more are coded adaptively (`python -m vqcodec.bench.adaptive`
+compares the two).
 """
 
 from __future__ import annotations

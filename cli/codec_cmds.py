@@ -199,6 +199,7 @@ def info(inputs: Inputs) -> None:
         h = i.header
         line = (f"{src}: {h.width}x{h.height} {h.mode}, model {registry.describe(h.model_id)}, {stages(h.stages)}, "
                 f"{i.size} bytes, {i.bpp:.4f} bpp, format {h.version}, header {i.header_bytes} bytes"
+                + (", stages coded adaptively" if h.adaptive else "")
                 + (f", coded at {h.coded_width}x{h.coded_height}" if h.reduced else "")
                 + (f", alpha {h.alpha_length} bytes" if h.alpha_length else "")
                 + f", quality ends at bytes {list(i.quality_ends)}")

@@ -52,7 +52,8 @@ def version_line() -> str:
     """What `vqcodec --version` prints: the package, the .vqz format it writes and the models it ships."""
     from vqcodec import __version__, container, shipped_models
 
-    return f"vqcodec {__version__} (.vqz format {container.VERSION}; models: {', '.join(sorted(shipped_models()))})"
+    formats = f"{container.VERSION}-{max(container.ADAPTIVE_VERSIONS.values())}"
+    return f"vqcodec {__version__} (.vqz formats {formats}; models: {', '.join(sorted(shipped_models()))})"
 
 
 def _print_version(value: bool) -> None:

@@ -197,6 +197,22 @@ def test_stage_bits_match_the_streams_compress_writes(default_model, kodak_crop,
     assert "| all |" in stage_bits.table(bits, default_model.config.codebook_size)
 
 
+def test_adaptive_bench_codes_what_compress_writes(default_model, kodak_crop, tmp_path: Path) -> None:
+    """Its adaptive bytes are the streams `compress` stores (before trimming each to its last non-zero byte)."""
+    from vqcodec import codec, container
+    from vqcodec.bench import adaptive as adaptive_bench
+    from vqcodec.entropy import adaptive
+
+    path = tmp_path / "crop.png"
+    kodak_crop.save(path)
+    quality = adaptive.ADAPTIVE_FROM + 2
+    row = adaptive_bench.measure(default_model, [path], quality)
+    stored = container.unpack(codec.compress(path, default_model, quality)).header.stage_lengths
+    assert sum(stored) <= row.adaptive_bytes <= sum(stored) + 3 * len(stored)
+    assert row.fixed_bytes > 0 and row.images == 1
+    assert f"| {quality} | {row.fixed_bytes:,} |" in adaptive_bench.table([row])
+
+
 def test_vqcodec_variants_are_timed_at_each_models_default_quality() -> None:
     """A model with more qualities (a longer one from `add-stages`) keeps its default: the times compared are
     at each codec's default quality, not at the middle of its list."""

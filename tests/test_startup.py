@@ -56,7 +56,7 @@ def test_version_names_the_package_format_and_models(tmp_path: Path) -> None:
 
     result, modules = modules_loaded("--version", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (f"vqcodec {vqcodec.__version__} (.vqz format {container.VERSION}; "
+    assert result.stdout.strip() == (f"vqcodec {vqcodec.__version__} (.vqz formats {container.VERSION}-6; "
                                      f"models: {', '.join(sorted(vqcodec.shipped_models()))})")
     assert "default" in result.stdout and "torch" not in modules
 

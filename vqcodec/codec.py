@@ -2,7 +2,7 @@
 
 The image is padded (edge replication) to a multiple of the encoder's stride,
 encoded to one index grid per residual stage, and every grid is range-coded under
-the model's prior. Each quality keeps a number of stages; a model with rate weights has
+the model's prior (from 6 stages with tables that adapt to the image, `entropy.adaptive`). Each quality keeps a number of stages; a model with rate weights has
 higher qualities that keep every stage and price bits less, and a model may code its lowest
 qualities on the image shrunk, enlarged again after decoding (`quality_levels`). Decoding can
 stop at any prefix of the stored stages.
@@ -25,6 +25,7 @@ from vqcodec import code_search, container, latent_refinement, pricing, rate
 from vqcodec.container import VqzFile, VqzHeader
 from vqcodec.data import to_tensor
 from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
+from vqcodec.entropy import ContextPrior, adaptive
 from vqcodec.errors import ArgumentError, VqzError
 from vqcodec.fileinfo import FileInfo, VqzSource, info, read_file, read_vqz  # noqa: F401 (part of this module's API)
 from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assemble, describe, load_image
@@ -305,14 +306,31 @@ def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: i
     return out
 
 
+def entropy_encode(model: CodecModel, indices: np.ndarray) -> tuple[tuple[bytes, ...], bool]:
+    """One range-coded stream per stage of index grids (stages, rows, columns) under the model's prior, and
+    whether they were coded adaptively (`entropy.adaptive.used_for`: files of 6 stages or more)."""
+    stages, rows, cols = indices.shape
+    if adaptive.used_for(model.prior, stages, rows * cols):
+        return adaptive.encode_grids(model.prior, indices), True
+    return model.prior.encode_grids(indices), False
+
+
+def entropy_decode(model: CodecModel, streams: tuple[bytes, ...], rows: int, cols: int,
+                   adaptively: bool) -> np.ndarray:
+    """Index grids (len(streams), rows, columns) from `entropy_encode` streams, coded adaptively or not."""
+    if adaptively:
+        return adaptive.decode_grids(model.prior, streams, rows, cols)
+    return model.prior.decode_grids(streams, rows, cols)
+
+
 def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray, size: tuple[int, int]) -> bytes:
     """Entropy-code index grids of the image coded at `size` (width, height) and wrap them, with the alpha
     plane (always at the image's own size), in a .vqz container."""
-    streams = model.prior.encode_grids(indices)
+    streams, coded_adaptively = entropy_encode(model, indices)
     alpha = zlib.compress(prepared.alpha.tobytes(), 9) if prepared.alpha is not None else b""
     height, width = prepared.rgb.shape[:2]
     header = container.header_for(prepared.mode, width, height, model.fingerprint, streams, alpha,
-                                  reduced=None if size == (width, height) else size)
+                                  reduced=None if size == (width, height) else size, adaptive=coded_adaptively)
     return container.pack(VqzFile(header, streams, alpha))
 
 
@@ -455,12 +473,17 @@ def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None
         raise VqzError(f"this file stores qualities 1..{header.stages}; cannot decode quality {quality}")
     q = min(len(f.streams), header.stages if quality is None else int(quality))
     rows, cols = grid_shape(m, header.coded_width, header.coded_height)
+    if header.adaptive and not isinstance(m.prior, ContextPrior):
+        raise VqzError(f"the file's stages are coded adaptively, which the prior of model "
+                       f"'{printable(m.name)}' cannot decode")
     for s in range(q):
-        # A stream cannot hold more symbols than its bits pay for: refuse before allocating a grid.
-        if 0.98 * rows * cols * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
+        # A stream cannot hold more symbols than its bits pay for: refuse before allocating a grid. (Adaptive
+        # tables can make a code nearly certain, so only the cells coded before they learn count there.)
+        cells = adaptive.first_cells(s, rows, cols) if header.adaptive else rows * cols
+        if 0.98 * cells * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
             raise VqzError(f"stage {s + 1} stream is too short for a {rows}x{cols} grid")
     try:
-        grids = m.prior.decode_grids(f.streams[:q], rows, cols)
+        grids = entropy_decode(m, f.streams[:q], rows, cols, header.adaptive)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise VqzError(f"a stage stream is damaged ({exc})") from None
     return f, m, grids

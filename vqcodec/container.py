@@ -1,13 +1,13 @@
-"""The `.vqz` container, versions 3 and 4: a lean header, then the alpha plane and the stage streams, each checked.
+"""The `.vqz` container, versions 3 to 6: a lean header, then the alpha plane and the stage streams, each checked.
 
 Layout (`docs/format.md` documents it byte by byte):
 
     magic        4   b"\\x89VQZ"
-    version      1   3, or 4 for an image coded at a reduced size
+    version      1   3, or 4 for an image coded at a reduced size; 5 and 6 are 3 and 4 with adaptively coded stages
     mode         1   1 = L, 2 = LA, 3 = RGB, 4 = RGBA
     width        v   varint, pixels
     height       v   varint, pixels
-    coded size   v+v version 4 only: width and height the pixels were coded at (then enlarged to width x height)
+    coded size   v+v versions 4 and 6 only: width and height the pixels were coded at (then enlarged to width x height)
     model        1   short id of a model shipped with vqcodec (`SHIPPED_MODELS`), or 0: then ...
     fingerprint  4   ... the first 4 bytes of the model's SHA-256 fingerprint follow
     stages       1   S, number of quantizer stages stored (the quality)
@@ -45,7 +45,10 @@ VERSION = 3
 """The version of a file coded at its own size."""
 REDUCED_VERSION = 4
 """The version of a file coded at a reduced size: version 3 with the coded width and height after the height."""
-READ_VERSIONS = (2, 3, 4)
+ADAPTIVE_VERSIONS = {VERSION: 5, REDUCED_VERSION: 6}
+"""The versions of files whose stages are coded adaptively (`vqcodec.entropy.adaptive`): the same layouts as 3
+and 4, whose streams the decoder reads with tables that learn the image as it decodes it."""
+READ_VERSIONS = (2, 3, 4, 5, 6)
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 MODE_CODES = {v: k for k, v in MODES.items()}
 ALPHA_MODES = ("LA", "RGBA")
@@ -101,9 +104,11 @@ class VqzHeader:
     `model_id` is what the file pins of its model's fingerprint: all 32 bytes for a shipped
     model named by its short id, else the first 4. `stage_lengths` are the stored lengths
     (stream words with trailing zero bytes trimmed). `version` is the layout the file was
-    read in; `pack` writes version 3, or 4 when the image was coded at a reduced size.
-    `reduced` is that size, (width, height), when smaller than the image's own; the decoder
-    decodes that many pixels and enlarges them (`codec.quality_levels`).
+    read in; `pack` writes version 3, or 4 when the image was coded at a reduced size (5 and 6
+    when `adaptive`). `reduced` is that size, (width, height), when smaller than the image's own;
+    the decoder decodes that many pixels and enlarges them (`codec.quality_levels`). `adaptive`:
+    the stage streams are coded adaptively (`vqcodec.entropy.adaptive`), not under the prior's
+    fixed tables.
     """
 
     mode: str
@@ -114,6 +119,7 @@ class VqzHeader:
     alpha_length: int = 0
     version: int = VERSION
     reduced: tuple[int, int] | None = None
+    adaptive: bool = False
 
     @property
     def coded_width(self) -> int:
@@ -226,12 +232,18 @@ def _check_sizes(version: int, has_alpha: bool, stages: int) -> tuple[int, int, 
     return TAG_BYTES, TAG_BYTES if has_alpha else 0, (TAG_BYTES,) * (stages - 1) + (CRC_BYTES,)
 
 
+def write_version(reduced: bool, adaptive: bool) -> int:
+    """The version a file is written in: 3, 4 coded at a reduced size, 5 and 6 the same coded adaptively."""
+    layout = REDUCED_VERSION if reduced else VERSION
+    return ADAPTIVE_VERSIONS[layout] if adaptive else layout
+
+
 def header_body(h: VqzHeader) -> bytes:
-    """The version-3 (or, coded at a reduced size, version-4) header bytes of `h` before its check (no field
-    is validated: `pack_header` does that)."""
+    """The header bytes of `h` before its check, in `write_version` (no field is validated: `pack_header`
+    does that)."""
     short = SHORT_IDS.get(bytes(h.model_id))
     model = bytes([short]) if short else b"\0" + bytes(h.model_id[:MODEL_ID_BYTES])
-    version = REDUCED_VERSION if h.reduced else VERSION
+    version = write_version(h.reduced is not None, h.adaptive)
     parts = [MAGIC, bytes([version, MODE_CODES[h.mode]]), varint(h.width), varint(h.height),
              *(map(varint, h.reduced) if h.reduced else ()), model, bytes([h.stages]), *map(varint, h.stage_lengths)]
     if h.mode in ALPHA_MODES:
@@ -269,7 +281,7 @@ def _check_header(h: VqzHeader) -> None:
 
 
 def pack_header(h: VqzHeader) -> bytes:
-    """The version-3 (or -4) header bytes of `h`, its check included (checked for consistency first)."""
+    """The header bytes of `h`, its check included (checked for consistency first)."""
     _check_header(h)
     body = header_body(h)
     return body + bytes([zlib.crc32(body) & 0xFF])
@@ -289,15 +301,15 @@ def pack(f: VqzFile) -> bytes:
 
 
 def header_for(mode: str, width: int, height: int, model_id: bytes, streams: tuple[bytes, ...],
-               alpha: bytes = b"", reduced: tuple[int, int] | None = None) -> VqzHeader:
+               alpha: bytes = b"", reduced: tuple[int, int] | None = None, adaptive: bool = False) -> VqzHeader:
     """The header that describes these (untrimmed) streams and this alpha block, for a model of this fingerprint,
-    the streams coding the image at size `reduced` (None: its own size).
+    the streams coding the image at size `reduced` (None: its own size), adaptively coded or not.
 
     A shipped model keeps its full fingerprint (the file stores its short id), any other the first 4 bytes.
     """
     pinned = bytes(model_id) if bytes(model_id) in SHORT_IDS else bytes(model_id[:MODEL_ID_BYTES])
     return VqzHeader(mode, width, height, pinned, tuple(len(trim(s)) for s in streams), len(alpha),
-                     reduced=reduced)
+                     reduced=reduced, adaptive=adaptive)
 
 
 def read_header(data: bytes) -> VqzHeader:
@@ -377,7 +389,7 @@ def truncate(data: bytes, quality: int) -> bytes:
     if quality > len(f.streams):
         raise VqzError(f"this file was cut after quality {len(f.streams)}; cannot truncate it to quality {quality}")
     short = VqzHeader(h.mode, h.width, h.height, h.model_id, h.stage_lengths[:quality], h.alpha_length,
-                      reduced=h.reduced)
+                      reduced=h.reduced, adaptive=h.adaptive)
     return pack(VqzFile(short, f.streams[:quality], f.alpha))
 
 
@@ -438,20 +450,21 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
     if not data.startswith(MAGIC):
         raise VqzError("not a .vqz file (bad magic bytes)")
     if data.startswith(V1_MAGIC):
-        raise VqzError("format version 1 file: this vqcodec reads versions 2 to 4 only "
+        raise VqzError("format version 1 file: this vqcodec reads versions 2 to 6 only "
                        "(decode it with vqcodec 0.1 and the model that wrote it)")
     if len(data) < 6:
         raise VqzError("truncated file: cut inside the header")
     version, mode_code = data[4], data[5]
     if version not in READ_VERSIONS:
-        raise VqzError(f"unsupported format version {version} (this vqcodec reads versions 2 to 4)")
+        raise VqzError(f"unsupported format version {version} (this vqcodec reads versions 2 to 6)")
     if mode_code not in MODES:
         raise VqzError(f"unknown image mode code {mode_code}")
     mode = MODES[mode_code]
     width, offset = _read_varint(data, 6, "width")
     height, offset = _read_varint(data, offset, "height")
     reduced = None
-    if version == REDUCED_VERSION:
+    adaptive = version in ADAPTIVE_VERSIONS.values()
+    if version in (REDUCED_VERSION, ADAPTIVE_VERSIONS[REDUCED_VERSION]):
         coded_width, offset = _read_varint(data, offset, "coded width")
         coded_height, offset = _read_varint(data, offset, "coded height")
         reduced = coded_width, coded_height
@@ -495,7 +508,7 @@ def _parse_header(data: bytes) -> tuple[VqzHeader, int]:
         raise VqzError("a block length exceeds the format's limit")
     if mode in ALPHA_MODES and alpha_len == 0:
         raise VqzError(f"mode {mode} but no alpha plane stored")
-    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len, version, reduced)
+    header = VqzHeader(mode, width, height, model_id, tuple(lengths), alpha_len, version, reduced, adaptive)
     return header, offset + check
 
 
