@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+import torch
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import TINY, noise_image
+from tests.test_robustness import FUZZ_EXAMPLES, decode_or_vqz_error, mutate, mutation, rechecksum
 from vqcodec import codec, container
 from vqcodec.entropy import ContextPrior, FrequencyPrior, adaptive
 from vqcodec.errors import VqzError
+from vqcodec.model import VQVAE
+from vqcodec.zoo import load_model, save_model
 
 K = 32
 
@@ -154,3 +160,38 @@ def test_damaged_streams_decode_to_valid_codes_or_raise(seed: int, junk: bytes) 
     except (ValueError, RuntimeError):
         return
     assert out.shape == (3, 12, 16) and out.min() >= 0 and out.max() < K
+
+
+@pytest.fixture(scope="module")
+def context_model(tmp_path_factory: pytest.TempPathFactory):
+    """A small untrained model of 6 stages with a context prior: its files of 6 stages are coded adaptively."""
+    config = replace(TINY, name="tiny-context", num_stages=adaptive.ADAPTIVE_FROM)
+    torch.manual_seed(0)
+    net = VQVAE(config).eval()
+    rng = np.random.default_rng(0)
+    k = config.codebook_size
+    prior = ContextPrior(rng.integers(1, 100, (config.num_stages, 5, k)), rng.integers(0, 4, (config.num_stages, k)))
+    path = tmp_path_factory.mktemp("models") / "context.safetensors"
+    save_model(net, prior, path)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def adaptive_files(context_model) -> list[bytes]:
+    files = [codec.compress(noise_image(w, h, mode, seed=w), context_model, adaptive.ADAPTIVE_FROM)
+             for w, h, mode in [(16, 16, "RGB"), (9, 5, "RGBA"), (23, 8, "L")]]
+    assert all(container.read_header(f).adaptive for f in files)
+    return files
+
+
+@given(which=st.integers(0, 2), mutations=st.lists(mutation, min_size=1, max_size=4), fix_crc=st.booleans())
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fuzzed_adaptive_files_decode_or_raise_vqz_error(adaptive_files, context_model, which: int,
+                                                         mutations: list, fix_crc: bool) -> None:
+    """`test_robustness`'s mutations on adaptively coded files, decoded by a model that can decode them."""
+    data = adaptive_files[which]
+    for kind, pos, arg in mutations:
+        data = mutate(data, kind, pos, arg)
+    if fix_crc:
+        data = rechecksum(data)
+    decode_or_vqz_error(data, context_model)
