@@ -65,7 +65,7 @@ def default_effort(stages: int) -> int:
 
 def describe_default() -> str:
     """The default levels in words, for help texts and reports, e.g. 'level 1 (a beam of 2) up to 5 stages,
-    2 (a beam of 4) from 6, 3 (a beam of 8) from 21'."""
+    3 (a beam of 8) from 6, 4 (a beam of 16) from 16'."""
     (_, first), *rest = DEFAULT_EFFORTS
     parts = [f"level {first} (a beam of {EFFORT_BEAMS[first]}) up to {rest[0][0] - 1} stages" if rest
              else f"level {first} (a beam of {EFFORT_BEAMS[first]})"]

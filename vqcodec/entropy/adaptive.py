@@ -32,8 +32,9 @@ import numpy as np
 from vqcodec.entropy.counts import _PER_CELL, ContextPrior, _words
 
 STRENGTH = 256
-"""T: how many codes the prior's table is worth in each context, against the codes the image shows. On 8
-BSDS500 val images at qualities 5, 12 and 26, T = 128, 256 and 512 were within 0.2% of each other, 64 lost."""
+"""T: how many codes the prior's table is worth in each context, against the codes the image shows. On 8 of
+BSDS500 val images 1-16 and 8 of 17-40 at qualities 5, 12 and 26, T = 128 and 512 came within 0.3% of 256;
+64 gained little or lost bits (docs/entropy.md)."""
 STAGE0_ROWS = 4
 """Stage 1's tables are brought up to date every this many rows. Every row: 8,952 bytes against 8,976 for
 quality 5 of a BSDS500 train image enlarged to 768x512, in 22 ms against 17 to encode."""
