@@ -114,17 +114,18 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
         return vq.decompress(data, loaded).convert("RGB")
 
     fp = loaded.fingerprint.hex()
-    refinement = schedule(loaded.config.distortion)
+    distortion = loaded.config.distortion
+    refinement = schedule(distortion)
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
-    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder {describe(level)}; "
-                   f"latents refined for {loaded.config.distortion} {describe_refinement(loaded.config.distortion)}; "
-                   f"stages coded adaptively in files of {adaptive.ADAPTIVE_FROM} or more; "
+    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder {describe(level, distortion)}; "
+                   f"latents refined for {distortion} {describe_refinement(distortion)}; "
+                   f"stages coded adaptively in {adaptive.describe(distortion)}; "
                    f"{loaded.precision} inference")
     identity = {"vqcodec": version("vqcodec"), "torch": version("torch"), "model_fingerprint": fp,
                 "precision": loaded.precision,
-                "effort": [list(pair) for pair in DEFAULT_EFFORTS] if level is None else level,
+                "effort": [list(pair) for pair in DEFAULT_EFFORTS[distortion]] if level is None else level,
                 "refinement": [list(pair) for pair in refinement.steps], "refine_lr": refinement.lr,
-                "vqz_format": container.VERSION, "adaptive": [adaptive.ADAPTIVE_FROM, adaptive.STRENGTH,
+                "vqz_format": container.VERSION, "adaptive": [adaptive.ADAPTIVE_FROM[distortion], adaptive.STRENGTH,
                                                                list(adaptive.PASS_LEVELS), adaptive.STAGE0_ROWS]}
     qualities = tuple(range(1, len(vq.quality_levels(loaded)) + 1))
     return Codec(name, description, "quality", qualities, encode, decode, identity, vq.default_quality(loaded))

@@ -68,7 +68,7 @@ def large_qualities(model: CodecModel) -> tuple[int, ...]:
     default encoder effort level (`vqcodec.effort.DEFAULT_EFFORTS`, where the time per pixel steps up) and
     the top."""
     levels = vq.quality_levels(model)
-    efforts = [default_effort(level.stages) for level in levels]
+    efforts = [default_effort(level.stages, model.config.distortion) for level in levels]
     steps_up = [q for q in range(2, len(levels) + 1) if efforts[q - 1] != efforts[q - 2]]
     return tuple(sorted({1, vq.default_quality(model), *steps_up, len(levels)}))
 

@@ -42,7 +42,7 @@ def qualities(
             size = "full size" if level.shrink == 1 else f"shrunk by {level.shrink:g}"
             mark = "  (default)" if q == default else ""
             console.print(f"{q:3d}: {level.stages:3d} stages, {size}, rate weights x {level.scale:g}, "
-                          f"effort {default_effort(level.stages)}, "
+                          f"effort {default_effort(level.stages, base.config.distortion)}, "
                           f"{default_steps(level.stages, base.config.distortion)} refine steps{mark}",
                           markup=False, highlight=False)
         return

@@ -51,12 +51,12 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
         return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
     if phase == "coding":
         return (f"coding the {m['images']} training images whole at {cfg.cached_codes} qualities each, "
-                f"{describe(cfg.effort)}")
+                f"{describe(cfg.effort, cfg.loss)}")
     if phase == "decoder":
         which = (f"a second decoder for qualities {cfg.top_decoder_from} and up" if cfg.top_decoder_from
                  else "the decoder alone")
         source = ("on windows of those codes" if cfg.cached_codes
-                  else f"on the codes compress writes at a random quality, {describe(cfg.effort)}")
+                  else f"on the codes compress writes at a random quality, {describe(cfg.effort, cfg.loss)}")
         return (f"steps {step + 1}-{cfg.steps}, {which} ({cfg.loss} loss) {source}; "
                 f"encoder, codebooks and prior stay {cfg.init}'s")
     if phase == "encoder":
@@ -165,7 +165,8 @@ def train(
              "decoders stay as they are, so the new model reads every file the --init model wrote.")] = False,
     effort: Annotated[Optional[int], typer.Option(
         min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
-             f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's, {describe_default()}).",
+             f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's for --loss: mse {describe_default()}; "
+             f"ms-ssim {describe_default('ms-ssim')}).",
         show_default=False)] = None,
     top_decoder_from: Annotated[int, typer.Option(
         help="With --decoder-only: train a second decoder for qualities N and up (files of N or more stages) and "

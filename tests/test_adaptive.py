@@ -21,6 +21,7 @@ from vqcodec.model import VQVAE
 from vqcodec.zoo import load_model, save_model
 
 K = 32
+MSE_FROM = adaptive.ADAPTIVE_FROM["mse"]
 
 
 def random_prior(seed: int, stages: int = 3, k: int = K, groups: int = 8) -> ContextPrior:
@@ -78,8 +79,10 @@ def test_first_cells_are_coded_under_the_prior_alone() -> None:
 
 def test_used_from_six_stages_for_context_priors_whose_sums_stay_exact() -> None:
     prior = random_prior(0, stages=8)
-    assert not adaptive.used_for(prior, adaptive.ADAPTIVE_FROM - 1, 100)
-    assert adaptive.used_for(prior, adaptive.ADAPTIVE_FROM, 100)
+    assert not adaptive.used_for(prior, MSE_FROM - 1, 100)
+    assert adaptive.used_for(prior, MSE_FROM, 100)
+    assert adaptive.used_for(prior, 1, 100, "ms-ssim")
+    assert adaptive.describe() == f"files of {MSE_FROM} stages or more" and adaptive.describe("ms-ssim") == "every file"
     assert not adaptive.used_for(FrequencyPrior(np.ones((8, K), dtype=np.int64)), 8, 100)
     huge = ContextPrior(np.full((8, 9, K), 2**40), np.zeros((8, K), dtype=np.int64))
     assert not adaptive.used_for(huge, 8, 2**20)
@@ -100,7 +103,7 @@ def test_same_streams_in_another_process() -> None:
 
 @pytest.fixture(scope="module")
 def deep_file(default_model, kodak_crop) -> bytes:
-    return codec.compress(kodak_crop, default_model, adaptive.ADAPTIVE_FROM + 2)
+    return codec.compress(kodak_crop, default_model, MSE_FROM + 2)
 
 
 def test_compress_codes_deep_qualities_adaptively(default_model, kodak_crop, deep_file) -> None:
@@ -109,7 +112,7 @@ def test_compress_codes_deep_qualities_adaptively(default_model, kodak_crop, dee
     header = container.read_header(deep_file)
     assert header.version == 5 and header.adaptive
     _, _, grids = codec.decompress_indices(deep_file, default_model)
-    quality = adaptive.ADAPTIVE_FROM + 2
+    quality = MSE_FROM + 2
     assert np.array_equal(grids, codec.encode_indices(default_model, np.asarray(kodak_crop), quality))
     stored = container.unpack(deep_file).streams
     assert stored == codec.entropy_encode(default_model, grids)[0] == adaptive.encode_grids(default_model.prior, grids)
@@ -166,7 +169,7 @@ def test_damaged_streams_decode_to_valid_codes_or_raise(seed: int, junk: bytes) 
 @pytest.fixture(scope="module")
 def context_model(tmp_path_factory: pytest.TempPathFactory):
     """A small untrained model of 6 stages with a context prior: its files of 6 stages are coded adaptively."""
-    config = replace(TINY, name="tiny-context", num_stages=adaptive.ADAPTIVE_FROM)
+    config = replace(TINY, name="tiny-context", num_stages=MSE_FROM)
     torch.manual_seed(0)
     net = VQVAE(config).eval()
     rng = np.random.default_rng(0)
@@ -179,7 +182,7 @@ def context_model(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def adaptive_files(context_model) -> list[bytes]:
-    files = [codec.compress(noise_image(w, h, mode, seed=w), context_model, adaptive.ADAPTIVE_FROM)
+    files = [codec.compress(noise_image(w, h, mode, seed=w), context_model, MSE_FROM)
              for w, h, mode in [(16, 16, "RGB"), (9, 5, "RGBA"), (23, 8, "L")]]
     assert all(container.read_header(f).adaptive for f in files)
     return files
@@ -196,3 +199,12 @@ def test_fuzzed_adaptive_files_decode_or_raise_vqz_error(adaptive_files, context
     if fix_crc:
         data = rechecksum(data)
     decode_or_vqz_error(data, context_model)
+
+
+def test_an_ms_ssim_model_codes_every_file_adaptively(kodak_crop, default_model) -> None:
+    """`perceptual` codes even its default quality adaptively; `default` keeps fixed tables below `MSE_FROM`."""
+    perceptual = load_model("perceptual")
+    low = codec.compress(kodak_crop, perceptual, codec.default_quality(perceptual))
+    assert container.read_header(low).adaptive
+    assert not container.read_header(codec.compress(kodak_crop, default_model, MSE_FROM - 1)).adaptive
+    assert np.asarray(codec.decompress(low)).shape == np.asarray(kodak_crop).shape

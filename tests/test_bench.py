@@ -205,7 +205,7 @@ def test_adaptive_bench_codes_what_compress_writes(default_model, kodak_crop, tm
 
     path = tmp_path / "crop.png"
     kodak_crop.save(path)
-    quality = adaptive.ADAPTIVE_FROM + 2
+    quality = adaptive.ADAPTIVE_FROM["mse"] + 2
     row = adaptive_bench.measure(default_model, [path], quality)
     stored = container.unpack(codec.compress(path, default_model, quality)).header.stage_lengths
     assert sum(stored) <= row.adaptive_bytes <= sum(stored) + 3 * len(stored)

@@ -8,8 +8,9 @@ import torch
 
 import vqcodec
 from vqcodec import codec, pricing
-from vqcodec.effort import DEFAULT_EFFORTS, EFFORT_BEAMS, check_effort, default_effort, describe_default
+from vqcodec.effort import DEFAULT_EFFORTS, EFFORT_BEAMS, check_effort, default_effort, describe_default, effort_for
 from vqcodec.errors import ArgumentError
+from vqcodec.model import DISTORTIONS
 from vqcodec.quantizer import ResidualVQ
 
 from tests.conftest import synthetic_image
@@ -103,13 +104,27 @@ def test_every_effort_decodes_and_a_wider_search_finds_a_better_objective(defaul
 
 
 def test_the_default_effort_rises_with_the_stages_a_quality_codes() -> None:
+    mse = DEFAULT_EFFORTS["mse"]
     levels = [default_effort(stages) for stages in range(1, 40)]
     assert levels == sorted(levels)
-    assert default_effort(1) == DEFAULT_EFFORTS[0][1]
-    for fewest, level in DEFAULT_EFFORTS[1:]:
+    assert default_effort(1) == mse[0][1]
+    for fewest, level in mse[1:]:
         assert default_effort(fewest) == level and default_effort(fewest - 1) < level
         assert f"{level} (a beam of {EFFORT_BEAMS[level]}) from {fewest}" in describe_default()
     assert check_effort(None) is None
+
+
+def test_an_ms_ssim_model_searches_wide_but_at_its_default_quality() -> None:
+    """`perceptual` (5 stages by default) keeps level 1 there, and searches at level 3 or more elsewhere."""
+    assert set(DEFAULT_EFFORTS) == set(DISTORTIONS)
+    levels = [default_effort(stages, "ms-ssim") for stages in range(1, 30)]
+    assert levels[4] == default_effort(5) == 1
+    assert min(levels[:4] + levels[5:]) >= 3 and levels[5:] == [default_effort(k) for k in range(6, 30)]
+    assert describe_default("ms-ssim") == ("level 3 (a beam of 8) up to 4 stages, 1 (a beam of 2) at 5, "
+                                           "3 (a beam of 8) from 6, 4 (a beam of 16) from 16")
+    assert effort_for(None, 4, "ms-ssim") == 3 and effort_for(0, 4, "ms-ssim") == 0
+    with pytest.raises(ArgumentError, match="no default effort for distortion 'lpips'"):
+        default_effort(3, "lpips")
 
 
 def test_compress_searches_a_deep_quality_at_its_default_effort(default_model, kodak_crop) -> None:

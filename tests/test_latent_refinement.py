@@ -135,12 +135,12 @@ def test_the_schedules() -> None:
         assert default_steps(fewest) == steps and default_steps(fewest - 1) < steps
     assert steps_for(None, 30) == default_steps(30) and steps_for(0, 30) == 0 and steps_for(5, 1) == 5
     text = describe_default()
-    assert text.startswith(f"none below {MSE_STEPS[1][0]} stages")
-    assert all(f"{steps} steps from {fewest} stages" in text for fewest, steps in MSE_STEPS[1:])
-    (_, none), (first, steps) = SCHEDULES["ms-ssim"].steps
-    assert none == 0 < steps and first < MSE_STEPS[1][0]
-    assert [default_steps(k, "ms-ssim") for k in range(1, 30)] == [0] * (first - 1) + [steps] * (30 - first)
-    assert describe_default("ms-ssim") == f"none below {first} stages, {steps} steps from {first} stages"
+    assert text.startswith(f"none up to {MSE_STEPS[1][0] - 1} stages")
+    assert all(f"{steps} steps from {fewest}" in text for fewest, steps in MSE_STEPS[1:])
+    (_, low), (default, none), (first, steps) = SCHEDULES["ms-ssim"].steps
+    assert none == 0 < steps == low and default + 1 == first < MSE_STEPS[1][0]
+    assert [default_steps(k, "ms-ssim") for k in range(1, 30)] == [low] * (default - 1) + [0] + [steps] * (30 - first)
+    assert describe_default("ms-ssim") == f"{low} steps up to {default - 1} stages, none at {default}, {steps} steps from {first}"
     assert steps_for(None, first, "ms-ssim") == steps and steps_for(0, first, "ms-ssim") == 0
     with pytest.raises(ArgumentError, match="no latent refinement for distortion 'lpips'"):
         schedule("lpips")
@@ -197,16 +197,17 @@ def test_an_ms_ssim_model_refines_for_ms_ssim(kodak_crop) -> None:
         return float(loss("ms-ssim", y, x))
 
     assert error(refined) < error(latents) - 0.05
-    first, steps = SCHEDULES["ms-ssim"].steps[1]
+    (_, low_steps), (unrefined, _), (first, steps) = SCHEDULES["ms-ssim"].steps
     levels = codec.quality_levels(perceptual)
-    low = codec.default_quality(perceptual)
-    high = min(q for q, level in enumerate(levels, 1) if level.stages >= first)
-    assert levels[low - 1].stages < first and levels[high - 2].stages < first
-    assert vqcodec.compress(kodak_crop, perceptual, low) == vqcodec.compress(kodak_crop, perceptual, low,
-                                                                              refine_steps=0)
-    data = vqcodec.compress(kodak_crop, perceptual, high)
-    assert data == vqcodec.compress(kodak_crop, perceptual, high, refine_steps=steps)
-    assert data != vqcodec.compress(kodak_crop, perceptual, high, refine_steps=0)
+    default = codec.default_quality(perceptual)
+    assert levels[default - 1].stages == unrefined
+    assert vqcodec.compress(kodak_crop, perceptual, default) == vqcodec.compress(kodak_crop, perceptual, default,
+                                                                                  refine_steps=0)
+    for quality, count in ((default - 1, low_steps), (default + 1, steps)):
+        assert levels[quality - 1].stages != unrefined
+        data = vqcodec.compress(kodak_crop, perceptual, quality)
+        assert data == vqcodec.compress(kodak_crop, perceptual, quality, refine_steps=count)
+        assert data != vqcodec.compress(kodak_crop, perceptual, quality, refine_steps=0)
 
 
 @pytest.mark.parametrize("steps", [-1, MAX_STEPS + 1, 1.5, "2", True])

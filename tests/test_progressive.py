@@ -81,7 +81,7 @@ def test_fixed_overhead_of_kodak_files_is_at_most_40_bytes_at_quality_8(kodak_fi
 def test_version_2_files_of_the_shipped_model_still_decode(default_model) -> None:
     """The model that wrote version-2 files still ships, so they decode, to the pixels of the version-3 file.
     (Version 2 had fixed tables only: the file is one of fewer stages than adaptive coding starts at.)"""
-    data = codec.compress(KODAK / IMAGES[1], default_model, adaptive.ADAPTIVE_FROM - 1)
+    data = codec.compress(KODAK / IMAGES[1], default_model, adaptive.ADAPTIVE_FROM["mse"] - 1)
     assert container.read_header(data).version == container.VERSION
     old = version_2(container.unpack(data))
     assert old[4] == 2 and len(old) > len(data)

@@ -255,7 +255,7 @@ def quantize(model: CodecModel, latents: torch.Tensor, grid: tuple[int, int], qu
     """
     stages, scale, _ = quality_levels(model)[quality - 1]
     weights = model.rate_weights[:stages] * scale + rate_weight
-    beam = EFFORT_BEAMS[effort_for(effort, stages)]
+    beam = EFFORT_BEAMS[effort_for(effort, stages, model.config.distortion)]
     if model.precision == "bfloat16":
         tables = code_search.stage_tables(model.net.quantizer, model.prior, weights, model.search_columns)
         chunks = [code_search.search(tables, chunk, beam) for chunk in latents.split(max(1, SEARCH_ROWS // beam))]
@@ -308,9 +308,10 @@ def decode_indices(model: CodecModel, indices: np.ndarray, width: int, height: i
 
 def entropy_encode(model: CodecModel, indices: np.ndarray) -> tuple[tuple[bytes, ...], bool]:
     """One range-coded stream per stage of index grids (stages, rows, columns) under the model's prior, and
-    whether they were coded adaptively (`entropy.adaptive.used_for`: files of 6 stages or more)."""
+    whether they were coded adaptively (`entropy.adaptive.used_for`: for an MSE model files of 6 stages or more,
+    for an MS-SSIM model every file)."""
     stages, rows, cols = indices.shape
-    if adaptive.used_for(model.prior, stages, rows * cols):
+    if adaptive.used_for(model.prior, stages, rows * cols, model.config.distortion):
         return adaptive.encode_grids(model.prior, indices), True
     return model.prior.encode_grids(indices), False
 

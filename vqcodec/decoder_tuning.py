@@ -65,15 +65,17 @@ def loss_of(name: str, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 class CompressCodes:
     """Quantized latents as `compress` makes them at each coding level (`codec.coding_levels`: 1..S stages,
     then the lighter-priced top; a level's number is its stage count up to S): the start model's prior, its
-    rate weights (or others given) and an encoder effort (default: `compress`'s), applied to a network whose
+    rate weights (or others given) and an encoder effort (default: `compress`'s for a model of `distortion`, the
+    trained model's, by default the start model's), applied to a network whose
     encoder and codebooks are frozen. Reduced qualities code a shrunk image at one of these levels. The
     latents are the encoder's own: where `compress` refines them first (`vqcodec.latent_refinement`, by
     default from 16 stages) these are the codes of `compress(refine_steps=0)`; refining every training
     crop against the decoder being trained would cost a decoder pass and back per refinement step."""
 
     def __init__(self, start: CodecModel, device: torch.device, rate_weights: np.ndarray | None = None,
-                 effort: int | None = None) -> None:
+                 effort: int | None = None, distortion: str | None = None) -> None:
         self.prior = start.prior
+        self.distortion = distortion or start.config.distortion
         self.rate_weights = start.rate_weights if rate_weights is None else rate_weights
         self.levels = codec.coding_levels(replace(start, rate_weights=self.rate_weights))
         self.effort = check_effort(effort)
@@ -85,7 +87,7 @@ class CompressCodes:
         stages, scale, _ = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
-        return net.quantizer.encode(_to_rows(z), stages, price, EFFORT_BEAMS[effort_for(self.effort, stages)]), z.shape
+        return net.quantizer.encode(_to_rows(z), stages, price, EFFORT_BEAMS[effort_for(self.effort, stages, self.distortion)]), z.shape
 
     @torch.no_grad()
     def latents(self, net: VQVAE, x: torch.Tensor, quality: int) -> torch.Tensor:
@@ -192,7 +194,7 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
                         float16_weights=cfg.model.float16_weights or start_model.config.float16_weights,
                         distortion=cfg.loss)).to(device)
     weights = pricing.stage_weights(start_model.config.num_stages, cfg.rate_weights) if cfg.rate_weights else None
-    codes = CompressCodes(start_model, device, weights, cfg.effort)
+    codes = CompressCodes(start_model, device, weights, cfg.effort, cfg.loss)
     dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
     if net.config.decoder_widths == start_model.config.decoder_widths:
         _load_start(net, start_model)

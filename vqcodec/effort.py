@@ -19,9 +19,18 @@ from vqcodec.errors import ArgumentError
 
 EFFORT_BEAMS = (1, 2, 4, 8, 16)
 """Beam width of the residual-stage search at each effort level."""
-DEFAULT_EFFORTS: tuple[tuple[int, int], ...] = ((1, 1), (6, 3), (16, 4))
-"""The level `compress` uses when none is given, by how many stages a quality codes: (fewest stages, level),
-ascending. A beam finds more the more stages it searches together, and costs time in proportion to them.
+Schedule = tuple[tuple[int, int], ...]
+"""A value by how many stages a quality codes: (fewest stages, value) pairs, ascending (`by_stages`)."""
+
+DEFAULT_EFFORTS: dict[str, Schedule] = {
+    "mse": ((1, 1), (6, 3), (16, 4)),
+    "ms-ssim": ((1, 3), (5, 1), (6, 3), (16, 4)),
+}
+"""The level `compress` uses when none is given, for a model of each `ModelConfig.distortion`, by how many
+stages a quality codes. A beam finds more the more stages it searches together, and costs time in proportion
+to them.
+
+"mse" (`default`):
 
 - Up to 5 stages, level 1 (a beam of 2). Against greedy coding (level 0) it gave -3.96% BD-rate (PSNR) on the
   first 16 BSDS500 val images and -3.7% on Kodak, for 1.28 times the whole compress time of a 768x512 Kodak
@@ -46,10 +55,17 @@ ascending. A beam finds more the more stages it searches together, and costs tim
   (the first 16 val images, qualities 1-10) level 3 from 6 stages against 2: -0.66% BD-rate in MS-SSIM,
   fewer bits and a higher MS-SSIM at each of qualities 6-10. 0.6.0's levels (2 from 6, 3 from 21) had given
   -2.8% against level 1 everywhere on the first 16 images, and on Kodak moved the same model from +5.2% to
-  +2.7% BD-rate against WebP."""
+  +2.7% BD-rate against WebP.
+
+"ms-ssim" (`perceptual`): level 3 at every quality but 5 stages, `perceptual`'s default quality, which keeps level
+1 and its time (vqcodec 0.13.0). In MS-SSIM a wider beam buys more at few stages than in PSNR: on the first 8
+BSDS500 val images, level 3 against 1 gained 0.09-0.16 dB of MS-SSIM at qualities 2-5 for -0.7% to +1.2% bits
+(compress 2 times slower), and together with refinement and adaptive coding at qualities 1-4
+(`latent_refinement.SCHEDULES`, `entropy.adaptive.ADAPTIVE_FROM`) 0.13-0.26 dB (docs/benchmarks.md, "Low
+qualities of an MS-SSIM model")."""
 
 
-def by_stages(schedule: tuple[tuple[int, int], ...], stages: int) -> int:
+def by_stages(schedule: Schedule, stages: int) -> int:
     """The value a (fewest stages, value) schedule, ascending, gives a quality that codes `stages` stages."""
     chosen = schedule[0][1]
     for fewest, value in schedule:
@@ -58,19 +74,38 @@ def by_stages(schedule: tuple[tuple[int, int], ...], stages: int) -> int:
     return chosen
 
 
-def default_effort(stages: int) -> int:
-    """The level `compress` uses, when none is given, for a quality that codes `stages` residual stages."""
-    return by_stages(DEFAULT_EFFORTS, stages)
+def spans(schedule: Schedule) -> list[tuple[str, int]]:
+    """Each value of a schedule with the stage counts it covers in words: "up to 4 stages", "at 5", "from 6"."""
+    out = []
+    for i, (fewest, value) in enumerate(schedule):
+        if i + 1 == len(schedule):
+            out.append((f"from {fewest}" if i else "at every stage count", value))
+        elif i == 0:
+            out.append((f"up to {schedule[1][0] - 1} stages", value))
+        else:
+            out.append((f"at {fewest}" if schedule[i + 1][0] == fewest + 1 else f"from {fewest}", value))
+    return out
 
 
-def describe_default() -> str:
-    """The default levels in words, for help texts and reports, e.g. 'level 1 (a beam of 2) up to 5 stages,
-    3 (a beam of 8) from 6, 4 (a beam of 16) from 16'."""
-    (_, first), *rest = DEFAULT_EFFORTS
-    parts = [f"level {first} (a beam of {EFFORT_BEAMS[first]}) up to {rest[0][0] - 1} stages" if rest
-             else f"level {first} (a beam of {EFFORT_BEAMS[first]})"]
-    parts += [f"{level} (a beam of {EFFORT_BEAMS[level]}) from {fewest}" for fewest, level in rest]
-    return ", ".join(parts)
+def default_effort(stages: int, distortion: str = "mse") -> int:
+    """The level `compress` uses, when none is given, for a quality that codes `stages` residual stages of a
+    model of `distortion` (`ModelConfig.distortion`)."""
+    return by_stages(_schedule(distortion), stages)
+
+
+def _schedule(distortion: str) -> Schedule:
+    try:
+        return DEFAULT_EFFORTS[distortion]
+    except KeyError:
+        raise ArgumentError(f"no default effort for distortion {distortion!r} "
+                            f"(known: {', '.join(DEFAULT_EFFORTS)})") from None
+
+
+def describe_default(distortion: str = "mse") -> str:
+    """The default levels of a model of `distortion` in words, for help texts and reports, e.g. 'level 1 (a beam
+    of 2) up to 5 stages, 3 (a beam of 8) from 6, 4 (a beam of 16) from 16'."""
+    parts = [f"{level} (a beam of {EFFORT_BEAMS[level]}) {where}" for where, level in spans(_schedule(distortion))]
+    return "level " + ", ".join(parts)
 
 
 def check_effort(effort: int | None) -> int | None:
@@ -82,14 +117,15 @@ def check_effort(effort: int | None) -> int | None:
     return effort
 
 
-def effort_for(effort: int | None, stages: int) -> int:
-    """The level a quality of `stages` stages is searched at: `effort` when given (validated), else its default."""
+def effort_for(effort: int | None, stages: int, distortion: str = "mse") -> int:
+    """The level a quality of `stages` stages of a model of `distortion` is searched at: `effort` when given
+    (validated), else its default."""
     level = check_effort(effort)
-    return default_effort(stages) if level is None else level
+    return default_effort(stages, distortion) if level is None else level
 
 
-def describe(effort: int | None) -> str:
-    """'effort N (a beam of B)' for a fixed level, or the default levels by stage count for None."""
+def describe(effort: int | None, distortion: str = "mse") -> str:
+    """'effort N (a beam of B)' for a fixed level, or a model of `distortion`'s default levels for None."""
     if effort is None:
-        return f"the default effort ({describe_default()})"
+        return f"the default effort ({describe_default(distortion)})"
     return f"effort {effort} (a beam of {EFFORT_BEAMS[effort]})"

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vqcodec.effort import by_stages
+from vqcodec.effort import by_stages, spans
 from vqcodec.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class Schedule:
     lr: float
     """Adam's learning rate on the latents."""
     steps: tuple[tuple[int, int], ...]
-    """The steps, by how many stages a quality codes: (fewest stages, steps), ascending."""
+    """The steps, by how many stages a quality codes: (fewest stages, steps), ascending (`effort.by_stages`)."""
     own_pixels: bool = False
     """Whether the loss is taken over the image's own pixels only, not over the edge pixels repeated to fill
     the grid's last row and column of cells (`refine`'s `size`)."""
@@ -62,7 +62,7 @@ class Schedule:
 
 SCHEDULES: dict[str, Schedule] = {
     "mse": Schedule(0.02, ((1, 0), (16, 10), (21, 20))),
-    "ms-ssim": Schedule(0.005, ((1, 0), (6, 10)), own_pixels=True),
+    "ms-ssim": Schedule(0.005, ((1, 10), (5, 0), (6, 10)), own_pixels=True),
 }
 """The default refinement for each `ModelConfig.distortion` (keys: `vqcodec.model.DISTORTIONS`).
 
@@ -85,6 +85,11 @@ SCHEDULES: dict[str, Schedule] = {
   it gained 0.218, 0.368 and 0.429 dB at qualities 6, 8 and 10 for 0.8-1.6% more bits against 10 at 0.005's
   0.242, 0.395 and 0.457 dB for 1.1-1.6%: about 0.02 dB less net of its bits, for a third less compress time.
   Not taken: these qualities are not the default one, whose time is the one users wait for.
+  From vqcodec 0.13.0 the qualities of up to 4 stages (1-4) are refined too, with level 3 of the code search
+  and adaptive coding (`effort.DEFAULT_EFFORTS`): the three together gained 0.13-0.26 dB of MS-SSIM at
+  qualities 2-4 for about the same bits on the first 8 BSDS500 val images, where refinement alone gained
+  0.06-0.11 dB for 0.5-0.7% more bits; 5 stages, `perceptual`'s default quality, keeps its time (0.1 s for a
+  481x321 image; refined, 3.4 s). Docs/benchmarks.md, "Low qualities of an MS-SSIM model".
 
 Where a side is not a multiple of the stride, the grid's last cells cover edge pixels repeated (`codec`'s
 padding). An MS-SSIM model's loss is taken over the image's own pixels only (`Schedule.own_pixels`): on the
@@ -135,16 +140,10 @@ def steps_for(steps: int | None, stages: int, distortion: str = "mse") -> int:
 
 
 def describe_default(distortion: str = "mse") -> str:
-    """The default refinement in words, for help texts and reports, e.g. 'none below 16 stages, 10 steps from 16
-    stages, 20 steps from 21 stages'."""
-    steps = schedule(distortion).steps
-    parts = []
-    for i, (fewest, count) in enumerate(steps):
-        if i + 1 < len(steps) and count == 0:
-            parts.append(f"none below {steps[i + 1][0]} stages")
-        elif count:
-            parts.append(f"{count} steps from {fewest} stages")
-    return ", ".join(parts) or "none"
+    """The default refinement in words, for help texts and reports, e.g. 'none up to 15 stages, 10 steps from 16,
+    20 steps from 21'."""
+    return ", ".join(f"{f'{steps} steps' if steps else 'none'} {where}"
+                     for where, steps in spans(schedule(distortion).steps))
 
 
 def loss(distortion: str, decoded: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,8 @@ any machine (`check_exact` refuses tables and grids for which this bound could f
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import constriction
 import numpy as np
 
@@ -49,10 +51,12 @@ PASS_LEVELS = (2, 8, 32)
 and 26 together: -0.73% and -1.93% bytes against fixed tables, where seven passes ([0, 1), [1, 2), [2, 4),
 ... [32, 64)) gave -0.78% and -2.05% in a third more time, and three ([0, 4), [4, 16), [16, 64)) -0.68% and
 -1.77%."""
-ADAPTIVE_FROM = 6
-"""`compress` codes files of this many stages or more adaptively. Adaptive coding costs about 2 ms a stage in
-each direction for a 768x512 image, fixed tables 0.1-0.3 ms; below 6 stages (the default quality of `default`
-has 5) compress and decompress keep their time."""
+ADAPTIVE_FROM: dict[str, int] = {"mse": 6, "ms-ssim": 1}
+"""`compress` codes files of this many stages or more adaptively, for a model of each `ModelConfig.distortion`.
+Adaptive coding costs about 2 ms a stage in each direction for a 768x512 image, fixed tables 0.1-0.3 ms. "mse":
+from 6 stages, so below (the default quality of `default` has 5) compress and decompress keep their time.
+"ms-ssim" (`perceptual`, vqcodec 0.13.0): every file; at its default quality (5 stages) it wrote 1.4-2.0% fewer
+bytes at qualities 2-5 on the first 8 BSDS500 val images, for about 10 ms more each way on a 768x512 image."""
 EXACT_LIMIT = 2**53
 """float64 holds every integer below this exactly."""
 
@@ -79,21 +83,26 @@ def first_cells(stage: int, rows: int, cols: int) -> int:
 
 def check_exact(prior: ContextPrior, cells: int) -> None:
     """ValueError unless every weight sum of a grid of `cells` cells stays below 2^53 under this prior."""
-    largest = int(prior.counts.sum(2).max())
-    if largest * (STRENGTH + cells) >= EXACT_LIMIT:
+    if prior.largest_row_sum * (STRENGTH + cells) >= EXACT_LIMIT:
         raise ValueError("the prior's tables are too large to code this grid adaptively")
 
 
-def used_for(prior: object, stages: int, cells: int) -> bool:
-    """Whether `compress` codes a grid of `stages` stages and `cells` cells a stage adaptively under `prior`:
-    a context prior, from `ADAPTIVE_FROM` stages, where the tables stay exact."""
-    if not isinstance(prior, ContextPrior) or stages < ADAPTIVE_FROM:
+def used_for(prior: object, stages: int, cells: int, distortion: str = "mse") -> bool:
+    """Whether `compress` codes a grid of `stages` stages and `cells` cells a stage adaptively under `prior`, for a
+    model of `distortion`: a context prior, from `ADAPTIVE_FROM` stages, where the tables stay exact."""
+    if not isinstance(prior, ContextPrior) or stages < ADAPTIVE_FROM[distortion]:
         return False
     try:
         check_exact(prior, cells)
     except ValueError:
         return False
     return True
+
+
+def describe(distortion: str = "mse") -> str:
+    """Which files a model of `distortion` codes adaptively, in words: "files of 6 stages or more", "every file"."""
+    fewest = ADAPTIVE_FROM[distortion]
+    return "every file" if fewest <= 1 else f"files of {fewest} stages or more"
 
 
 class _Tables:
@@ -125,75 +134,104 @@ class _Tables:
         return self._models[context]
 
 
-def _grouped(contexts: np.ndarray, count: int) -> tuple[np.ndarray, list[int], list[int], list[int]]:
-    """Cells sorted by context (raster order within one): the order, the contexts present, starts and sizes."""
+def _grouped(contexts: np.ndarray, count: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """Cells sorted by context (raster order within one): the order, the contexts present and their sizes."""
     order = np.argsort(contexts.astype(np.int16) if count <= 2**15 else contexts, kind="stable")
     sizes = np.bincount(contexts, minlength=count)
     present = np.flatnonzero(sizes)
-    starts = np.cumsum(sizes) - sizes
-    return order, present.tolist(), starts[present].tolist(), sizes[present].tolist()
+    return order, present.tolist(), sizes[present].tolist()
 
 
-def encode_grids(prior: ContextPrior, grids: np.ndarray) -> tuple[bytes, ...]:
-    """One stream per stage of index grids (stages, rows, columns), each coded adaptively."""
+class _Coder(Protocol):
+    """One stage's range coder as `_walk` drives it: it codes the cells it is shown and returns their codes."""
+
+    def row(self, codes: np.ndarray | None, probs: np.ndarray) -> np.ndarray:
+        """Stage 1's next row under per-cell probabilities (one row of `probs` per cell)."""
+
+    def groups(self, codes: np.ndarray | None, models: list[object], sizes: list[int]) -> np.ndarray:
+        """A pass's cells grouped by context (consecutive runs of `sizes`), each run under its context's model."""
+
+
+class _Encoder:
+    """Codes the codes it is given (the encoder's side of `_walk`)."""
+
+    def __init__(self) -> None:
+        self.coder = constriction.stream.queue.RangeEncoder()
+
+    def row(self, codes: np.ndarray | None, probs: np.ndarray) -> np.ndarray:
+        assert codes is not None
+        self.coder.encode(codes.astype(np.int32), _PER_CELL, probs)
+        return codes
+
+    def groups(self, codes: np.ndarray | None, models: list[object], sizes: list[int]) -> np.ndarray:
+        assert codes is not None
+        symbols = codes.astype(np.int32)
+        for model, a, b in zip(models, _starts(sizes), np.cumsum(sizes).tolist()):
+            self.coder.encode(symbols[a:b], model)
+        return codes
+
+    def stream(self) -> bytes:
+        return self.coder.get_compressed().astype("<u4").tobytes()
+
+
+class _Decoder:
+    """Reads the codes from a stream (the decoder's side of `_walk`)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.coder = constriction.stream.queue.RangeDecoder(_words(data))
+
+    def row(self, codes: np.ndarray | None, probs: np.ndarray) -> np.ndarray:
+        return self.coder.decode(_PER_CELL, probs)
+
+    def groups(self, codes: np.ndarray | None, models: list[object], sizes: list[int]) -> np.ndarray:
+        return np.concatenate([self.coder.decode(m, n) for m, n in zip(models, sizes)] or [np.zeros(0, np.int64)])
+
+
+def _starts(sizes: list[int]) -> list[int]:
+    return (np.cumsum(sizes) - np.asarray(sizes, dtype=np.int64)).tolist() if sizes else []
+
+
+def _walk(prior: ContextPrior, grids: np.ndarray, coders: list[_Coder], known: bool) -> None:
+    """Visit every cell of `grids` (stages, rows, columns) in coding order, stage s through `coders[s]`, keeping
+    the adaptive tables up to date; the codes each coder returns are written into `grids`. `known`: the grids
+    hold the codes already (encoding) and the coders are shown them; otherwise the coders read them."""
     stages, rows, cols = grids.shape
-    if grids.size and (grids.min() < 0 or grids.max() >= prior.counts.shape[2]):
-        raise ValueError("symbol out of the codebook's range")
     check_exact(prior, rows * cols)
     order = passes(rows, cols)
-    streams = []
-    for s in range(stages):
-        encoder = constriction.stream.queue.RangeEncoder()
+    for s, coder in enumerate(coders):
         tables = _Tables(prior.counts[s])
         if s == 0:
-            pending = []
-            for r in range(rows):
-                if r % STAGE0_ROWS == 0 and pending:
-                    tables.add(*map(np.concatenate, zip(*pending)))
-                    pending = []
-                ctx = prior._above(grids[0, r - 1] if r else None, cols)
-                encoder.encode(grids[0, r].astype(np.int32), _PER_CELL, tables.probs[ctx])
-                pending.append((ctx, grids[0, r]))
-        else:
-            contexts = prior.groups[s][grids[s - 1]].ravel()
-            codes = grids[s].ravel()
-            for cells in order:
-                ctx, sym = contexts[cells], codes[cells]
-                sort, present, starts, sizes = _grouped(ctx, len(tables.sums))
-                sorted_codes = sym[sort].astype(np.int32)
-                for c, a, n in zip(present, starts, sizes):
-                    encoder.encode(sorted_codes[a : a + n], tables.model(c))
-                tables.add(ctx, sym)
-        streams.append(encoder.get_compressed().astype("<u4").tobytes())
-    return tuple(streams)
-
-
-def decode_grids(prior: ContextPrior, streams: tuple[bytes, ...], rows: int, cols: int) -> np.ndarray:
-    """Index grids (len(streams), rows, columns) from `encode_grids` streams."""
-    check_exact(prior, rows * cols)
-    grids = np.zeros((len(streams), rows, cols), dtype=np.int64)
-    order = passes(rows, cols)
-    for s, data in enumerate(streams):
-        decoder = constriction.stream.queue.RangeDecoder(_words(data))
-        tables = _Tables(prior.counts[s])
-        if s == 0:
-            pending = []
+            pending: list[tuple[np.ndarray, np.ndarray]] = []
             for r in range(rows * (cols > 0)):
                 if r % STAGE0_ROWS == 0 and pending:
                     tables.add(*map(np.concatenate, zip(*pending)))
                     pending = []
                 ctx = prior._above(grids[0, r - 1] if r else None, cols)
-                grids[0, r] = decoder.decode(_PER_CELL, tables.probs[ctx])
+                grids[0, r] = coder.row(grids[0, r] if known else None, tables.probs[ctx])
                 pending.append((ctx, grids[0, r]))
             continue
         contexts = prior.groups[s][grids[s - 1]].ravel()
         flat = grids[s].reshape(-1)
         for cells in order:
             ctx = contexts[cells]
-            sort, present, starts, sizes = _grouped(ctx, len(tables.sums))
+            sort, present, sizes = _grouped(ctx, len(tables.sums))
             sym = np.empty(len(cells), dtype=np.int64)
-            sym[sort] = np.concatenate([decoder.decode(tables.model(c), n) for c, n in zip(present, sizes)]
-                                       or [np.zeros(0, dtype=np.int64)])
+            sym[sort] = coder.groups(flat[cells][sort] if known else None, [tables.model(c) for c in present], sizes)
             flat[cells] = sym
             tables.add(ctx, sym)
+
+
+def encode_grids(prior: ContextPrior, grids: np.ndarray) -> tuple[bytes, ...]:
+    """One stream per stage of index grids (stages, rows, columns), each coded adaptively."""
+    if grids.size and (grids.min() < 0 or grids.max() >= prior.counts.shape[2]):
+        raise ValueError("symbol out of the codebook's range")
+    coders = [_Encoder() for _ in range(grids.shape[0])]
+    _walk(prior, np.array(grids, dtype=np.int64), coders, known=True)
+    return tuple(c.stream() for c in coders)
+
+
+def decode_grids(prior: ContextPrior, streams: tuple[bytes, ...], rows: int, cols: int) -> np.ndarray:
+    """Index grids (len(streams), rows, columns) from `encode_grids` streams."""
+    grids = np.zeros((len(streams), rows, cols), dtype=np.int64)
+    _walk(prior, grids, [_Decoder(data) for data in streams], known=False)
     return grids

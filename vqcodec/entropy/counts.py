@@ -14,6 +14,7 @@ Each stage is coded as its own stream, so a prefix of stages decodes without the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import constriction
 import numpy as np
@@ -180,6 +181,12 @@ class ContextPrior:
     @property
     def num_stages(self) -> int:
         return int(self.counts.shape[0])
+
+    @cached_property
+    def largest_row_sum(self) -> int:
+        """The largest sum of one context's counts over every stage: it bounds adaptive tables
+        (`entropy.adaptive.check_exact`), which every compress checks, so it is computed once."""
+        return int(self.counts.sum(2).max())
 
     @property
     def _top(self) -> int:
