@@ -1,9 +1,10 @@
 """This vqcodec against another installed release, timed in the same run: speed ratios that hold on a noisy host.
 
-`python -m vqcodec.bench.versus --baseline /path/to/other/venv/bin/python [IMAGE] [--threads N] [--rounds R]`
+`python -m vqcodec.bench.versus --baseline /path/to/other/venv/bin/python [IMAGE] [--model M] [--threads N]
+[--rounds R]`
 
 Two worker processes, one per Python (this one and the baseline's, each importing its own `vqcodec`), load
-their default model once and read the image; then, round by round and alternating which goes first, each
+their default model (or the shipped model `--model` names) once and read the image; then, round by round and alternating which goes first, each
 times `--repeats` compresses and decompresses at its model's default quality. Interleaving puts both
 versions under the same machine load, which on a shared host moves absolute times by half or more within an
 hour; the medians over all rounds and their ratios are printed as a Markdown table (and written as JSON with
@@ -42,7 +43,7 @@ import vqcodec
 from vqcodec import codec
 
 torch.set_num_threads(int(sys.argv[2]))
-model = vqcodec.load_model(None)
+model = vqcodec.load_model(sys.argv[3] or None)
 with Image.open(sys.argv[1]) as im:
     image = im.convert("RGB")
 if image.height > image.width:
@@ -73,7 +74,7 @@ from PIL import Image
 import vqcodec
 
 torch.set_num_threads(int(sys.argv[2]))
-model = vqcodec.load_model(None)
+model = vqcodec.load_model(sys.argv[4] or None)
 paths, qualities = json.loads(sys.argv[1]), json.loads(sys.argv[3])
 points = {}
 for quality in qualities:
@@ -93,9 +94,11 @@ print(json.dumps({"version": vqcodec.__version__, "points": points}), flush=True
 """
 
 
-def compare_rd(baseline: str, paths: list[Path], qualities: list[int], threads: int) -> dict[str, Any]:
-    """Each version's (bpp, mean PSNR) per quality over `paths`, both computed at once."""
-    args = [RD_WORKER, json.dumps([str(p) for p in paths]), str(threads), json.dumps(qualities)]
+def compare_rd(baseline: str, paths: list[Path], qualities: list[int], threads: int,
+               model: str = "") -> dict[str, Any]:
+    """Each version's (bpp, mean PSNR) per quality over `paths`, both computed at once, with the shipped model
+    `model` ("": the default one)."""
+    args = [RD_WORKER, json.dumps([str(p) for p in paths]), str(threads), json.dumps(qualities), model]
     procs = {name: subprocess.Popen([python, "-c", *args], stdout=subprocess.PIPE, text=True,
                                     cwd=tempfile.gettempdir())
              for name, python in (("this", sys.executable), ("baseline", baseline))}
@@ -130,10 +133,10 @@ def report_rd(result: dict[str, Any]) -> str:
 class Worker:
     """One Python's vqcodec, loaded and waiting for timing requests."""
 
-    def __init__(self, python: str, image: Path, threads: int) -> None:
+    def __init__(self, python: str, image: Path, threads: int, model: str = "") -> None:
         # in a neutral folder: `python -c` imports from the working directory first, which in a source
         # checkout would hand both workers the checkout's vqcodec
-        self.proc = subprocess.Popen([python, "-c", WORKER, str(image), str(threads)], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([python, "-c", WORKER, str(image), str(threads), model], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
         self.info: dict[str, Any] = json.loads(self._line())
         self.times: dict[str, list[float]] = {"compress_s": [], "decompress_s": []}
@@ -158,9 +161,11 @@ class Worker:
         self.proc.wait()
 
 
-def compare(baseline: str, image: Path, threads: int, rounds: int, repeats: int) -> dict[str, Any]:
-    """Both versions' details and all their times, interleaved round by round."""
-    workers = {"this": Worker(sys.executable, image, threads), "baseline": Worker(baseline, image, threads)}
+def compare(baseline: str, image: Path, threads: int, rounds: int, repeats: int, model: str = "") -> dict[str, Any]:
+    """Both versions' details and all their times, interleaved round by round, with the shipped model `model`
+    ("": the default one)."""
+    workers = {"this": Worker(sys.executable, image, threads, model),
+               "baseline": Worker(baseline, image, threads, model)}
     try:
         for r in range(rounds):
             for name in (("this", "baseline") if r % 2 == 0 else ("baseline", "this")):
@@ -168,7 +173,7 @@ def compare(baseline: str, image: Path, threads: int, rounds: int, repeats: int)
     finally:
         for w in workers.values():
             w.close()
-    return {"image": str(image), "threads": threads, "rounds": rounds, "repeats": repeats,
+    return {"image": str(image), "model": model or "default", "threads": threads, "rounds": rounds, "repeats": repeats,
             **{name: {**w.info, **w.times} for name, w in workers.items()}}
 
 
@@ -176,7 +181,8 @@ def report(result: dict[str, Any]) -> str:
     """A Markdown table of median milliseconds per version and operation, and this version's ratio to the
     baseline."""
     this, base = result["this"], result["baseline"]
-    rows = [f"{result['image']} ({this['size'][0]}x{this['size'][1]}), {result['threads']} thread(s), "
+    rows = [f"{result['image']} ({this['size'][0]}x{this['size'][1]}), model {result.get('model', 'default')}, "
+            f"{result['threads']} thread(s), "
             f"{result['rounds']} interleaved rounds of {result['repeats']}", "",
             "| | vqcodec " + this["version"] + " | vqcodec " + base["version"] + " | ratio |", "|---|---:|---:|---:|",
             f"| quality (its default) | {this['quality']} | {base['quality']} | |",
@@ -191,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", nargs="?", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--baseline", required=True, help="the Python executable of the other release's environment")
+    parser.add_argument("--model", default="", help="a shipped model both releases have (default: the default model)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--repeats", type=int, default=5)
@@ -204,9 +211,10 @@ def main(argv: list[str] | None = None) -> None:
             paths = find_images(args.rd.resolve())[: args.limit or None]
         except VqcodecError as e:
             parser.error(str(e))
-        result = compare_rd(args.baseline, paths, [int(q) for q in args.qualities.split(",")], args.threads)
+        result = compare_rd(args.baseline, paths, [int(q) for q in args.qualities.split(",")], args.threads,
+                            args.model)
     else:
-        result = compare(args.baseline, args.image.resolve(), args.threads, args.rounds, args.repeats)
+        result = compare(args.baseline, args.image.resolve(), args.threads, args.rounds, args.repeats, args.model)
     if args.out is not None:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(report_rd(result) if args.rd is not None else report(result))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import vqcodec
 from tests.conftest import synthetic_image
 from vqcodec.bench import versus
 
@@ -18,6 +19,16 @@ def test_speed_rounds_interleave_both_versions_and_report_ratios(tmp_path) -> No
     assert result["this"]["bytes"] == result["baseline"]["bytes"]
     text = versus.report(result)
     assert "| compress (ms), median |" in text and "| decompress (ms), median |" in text
+    assert "model default" in text
+
+
+def test_speed_of_another_shipped_model(tmp_path) -> None:  # noqa: ANN001
+    image = tmp_path / "photo.png"
+    synthetic_image(size=(96, 64), seed=1).save(image)
+    result = versus.compare(sys.executable, image, threads=1, rounds=1, repeats=1, model="perceptual")
+    assert result["this"]["fingerprint"] == vqcodec.load_model("perceptual").fingerprint.hex()
+    assert result["this"]["quality"] == result["baseline"]["quality"] == 5
+    assert "model perceptual" in versus.report(result)
 
 
 def test_rate_distortion_of_two_versions_and_their_bd_rate(tmp_path, capsys) -> None:  # noqa: ANN001
