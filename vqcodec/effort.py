@@ -15,7 +15,12 @@ the search.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from vqcodec.errors import ArgumentError
+
+T = TypeVar("T")
 
 EFFORT_BEAMS = (1, 2, 4, 8, 16)
 """Beam width of the residual-stage search at each effort level."""
@@ -93,12 +98,17 @@ def default_effort(stages: int, distortion: str = "mse") -> int:
     return by_stages(_schedule(distortion), stages)
 
 
-def _schedule(distortion: str) -> Schedule:
+def by_distortion(table: Mapping[str, T], distortion: str, what: str) -> T:
+    """`table`'s entry for a model of `distortion` (`ModelConfig.distortion`); ArgumentError naming `what` and the
+    known distortions for any other."""
     try:
-        return DEFAULT_EFFORTS[distortion]
+        return table[distortion]
     except KeyError:
-        raise ArgumentError(f"no default effort for distortion {distortion!r} "
-                            f"(known: {', '.join(DEFAULT_EFFORTS)})") from None
+        raise ArgumentError(f"no {what} for distortion {distortion!r} (known: {', '.join(table)})") from None
+
+
+def _schedule(distortion: str) -> Schedule:
+    return by_distortion(DEFAULT_EFFORTS, distortion, "default effort")
 
 
 def describe_default(distortion: str = "mse") -> str:

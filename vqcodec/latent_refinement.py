@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vqcodec.effort import by_stages, spans
+from vqcodec.effort import by_distortion, by_stages, spans
 from vqcodec.errors import ArgumentError
 
 if TYPE_CHECKING:
@@ -112,11 +112,7 @@ its log mean squared error."""
 
 def schedule(distortion: str) -> Schedule:
     """The default refinement of a model whose decoder minimises `distortion`."""
-    try:
-        return SCHEDULES[distortion]
-    except KeyError:
-        raise ArgumentError(f"no latent refinement for distortion {distortion!r} "
-                            f"(known: {', '.join(SCHEDULES)})") from None
+    return by_distortion(SCHEDULES, distortion, "latent refinement")
 
 
 def default_steps(stages: int, distortion: str = "mse") -> int:
