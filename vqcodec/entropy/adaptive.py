@@ -57,8 +57,9 @@ ADAPTIVE_FROM: dict[str, int] = {"mse": 6, "ms-ssim": 1}
 Adaptive coding costs about 2 ms a stage in each direction for a 768x512 image, fixed tables 0.1-0.3 ms. "mse":
 from 6 stages, so below (the default quality of `default` has 5) compress and decompress keep their time.
 "ms-ssim" (`perceptual`, vqcodec 0.13.0): every file. At qualities 2-5 that wrote 1.4-2.0% fewer bytes on the
-first 8 BSDS500 val images (quality 5: 4.4% on val images 17-24, 4.1% on Kodak), for 10 ms more to compress and 24 more
-to decompress a 768x512 image at the default quality (5 stages): 1.09 and 1.48 times 0.12.0's in the same run."""
+first 8 BSDS500 val images (quality 5: 4.4% on val images 17-24, 4.1% on Kodak), at about 1.04-1.17 times
+0.12.0's compress time and 1.06-1.48 times its decompress time for a 768x512 image at the default quality (5
+stages), in three same-run comparisons (`python -m vqcodec.bench.versus --model perceptual`)."""
 EXACT_LIMIT = 2**53
 """float64 holds every integer below this exactly."""
 
