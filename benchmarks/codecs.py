@@ -117,7 +117,8 @@ def vqcodec_model(model: str, label: str | None = None, effort: int | None = Non
     distortion = loaded.config.distortion
     refinement = schedule(distortion)
     name = f"vqcodec-{label or loaded.name}" + ("" if effort is None else f"-effort{level}")
-    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; encoder {describe(level, distortion)}; "
+    description = (f"vqcodec model '{loaded.name}' ({fp[:16]}): {ladder.describe(loaded)}; "
+                   f"encoder {describe(level, distortion)}; "
                    f"latents refined for {distortion} {describe_refinement(distortion)}; "
                    f"stages coded adaptively in {adaptive.describe(distortion)}; "
                    f"{loaded.precision} inference")

@@ -4,13 +4,13 @@
 [--rounds R]`
 
 Two worker processes, one per Python (this one and the baseline's, each importing its own `vqcodec`), load
-their default model (or the shipped model `--model` names) once and read the image; then, round by round and alternating which goes first, each
-times `--repeats` compresses and decompresses at its model's default quality. Interleaving puts both
-versions under the same machine load, which on a shared host moves absolute times by half or more within an
-hour; the medians over all rounds and their ratios are printed as a Markdown table (and written as JSON with
-`--out`). The workers use only the API every release has (`vqcodec.load_model`, `vqcodec.compress`,
-`vqcodec.decompress`, `vqcodec.codec.default_quality`). Default image: kodim19 from `../shared/data/kodak`,
-turned to landscape (768x512), as `vqcodec.bench.profile` uses.
+their default model (or the shipped model `--model` names) once and read the image; then, round by round and
+alternating which goes first, each times `--repeats` compresses and decompresses at its model's default
+quality. Interleaving puts both versions under the same machine load, which on a shared host moves absolute
+times by half or more within an hour; the medians over all rounds and their ratios are printed as a Markdown
+table (and written as JSON with `--out`). The workers use only the API every release has (`vqcodec.load_model`,
+`vqcodec.compress`, `vqcodec.decompress`, `vqcodec.codec.default_quality`). Default image: kodim19 from
+`../shared/data/kodak`, turned to landscape (768x512), as `vqcodec.bench.profile` uses.
 
 With `--rd DIR`, each version instead compresses and decompresses every image of DIR (sorted by name, the
 first `--limit`) at each of `--qualities`, both at once in their own processes, and the table gives each

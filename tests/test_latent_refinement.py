@@ -140,7 +140,8 @@ def test_the_schedules() -> None:
     (_, low), (default, none), (first, steps) = SCHEDULES["ms-ssim"].steps
     assert none == 0 < steps == low and default + 1 == first < MSE_STEPS[1][0]
     assert [default_steps(k, "ms-ssim") for k in range(1, 30)] == [low] * (default - 1) + [0] + [steps] * (30 - first)
-    assert describe_default("ms-ssim") == f"{low} steps up to {default - 1} stages, none at {default}, {steps} steps from {first}"
+    assert describe_default("ms-ssim") == (f"{low} steps up to {default - 1} stages, none at {default}, "
+                                           f"{steps} steps from {first}")
     assert steps_for(None, first, "ms-ssim") == steps and steps_for(0, first, "ms-ssim") == 0
     with pytest.raises(ArgumentError, match="no latent refinement for distortion 'lpips'"):
         schedule("lpips")

@@ -66,11 +66,11 @@ class CompressCodes:
     """Quantized latents as `compress` makes them at each coding level (`codec.coding_levels`: 1..S stages,
     then the lighter-priced top; a level's number is its stage count up to S): the start model's prior, its
     rate weights (or others given) and an encoder effort (default: `compress`'s for a model of `distortion`, the
-    trained model's, by default the start model's), applied to a network whose
-    encoder and codebooks are frozen. Reduced qualities code a shrunk image at one of these levels. The
-    latents are the encoder's own: where `compress` refines them first (`vqcodec.latent_refinement`, by
-    default from 16 stages) these are the codes of `compress(refine_steps=0)`; refining every training
-    crop against the decoder being trained would cost a decoder pass and back per refinement step."""
+    trained model's, by default the start model's), applied to a network whose encoder and codebooks are
+    frozen. Reduced qualities code a shrunk image at one of these levels. The latents are the encoder's own:
+    where `compress` refines them first (`vqcodec.latent_refinement`, by default from 16 stages for an MSE
+    model) these are the codes of `compress(refine_steps=0)`; refining every training crop against the decoder
+    being trained would cost a decoder pass and back per refinement step."""
 
     def __init__(self, start: CodecModel, device: torch.device, rate_weights: np.ndarray | None = None,
                  effort: int | None = None, distortion: str | None = None) -> None:
@@ -87,7 +87,8 @@ class CompressCodes:
         stages, scale, _ = self.levels[quality - 1]
         z = net.embed(x)
         price = pricing.penalty(self.prior, self.rate_weights[:stages] * scale, self.device)
-        return net.quantizer.encode(_to_rows(z), stages, price, EFFORT_BEAMS[effort_for(self.effort, stages, self.distortion)]), z.shape
+        beam = EFFORT_BEAMS[effort_for(self.effort, stages, self.distortion)]
+        return net.quantizer.encode(_to_rows(z), stages, price, beam), z.shape
 
     @torch.no_grad()
     def latents(self, net: VQVAE, x: torch.Tensor, quality: int) -> torch.Tensor:
