@@ -25,6 +25,7 @@ def fit_prior(
     steps: Annotated[int, typer.Option(help="Learned prior: training steps of the context network.")] = 1500,
     views: Annotated[Optional[int], typer.Option(help="Grid-offset views encoded per training image: 1, 2, 8 or 32 for a count prior at stride 8 (default: the finest, 32), 1 to 32 for a learned one (default 16). More views, fuller tables, longer run.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random choice in the run.")] = 0,
+    keep_reading: Annotated[bool, typer.Option("--keep-reading", help="OUT also decodes the files MODEL wrote (and those MODEL reads): MODEL's prior is stored beside the new one, which adds its size to OUT.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:
     """Fit a new entropy prior for a trained model and write the model with it.
@@ -33,7 +34,8 @@ def fit_prior(
     photo and counts which code follows which. With --rate-weights, later rounds encode
     rate-aware under the previous round's prices, so the tables match the codes compress
     will choose; the weights are stored in OUT. Learned prior (--learned): trains the integer
-    context network on the index grids, then counts its contexts' tables.
+    context network on the index grids, then counts its contexts' tables. OUT writes other
+    streams than MODEL; with --keep-reading it still decodes MODEL's files.
     Progress goes to stderr, one line at a time.
 
     Example: vqcodec fit-prior default --data bsds500/train --rate-weights 0.004 --out m.safetensors
@@ -61,6 +63,9 @@ def fit_prior(
     if out.exists() and not force:
         raise OutputError(f"{out} exists (add --force to replace it)")
     base = load_model(model)
+    if keep_reading and base.decodes_prior is not None:
+        raise typer.BadParameter(f"{model} already carries the prior of the models it decodes; --keep-reading "
+                                 "would need a second one")
     choices = prior_view_choices(base.config.stride)
     if not learned and views is None:
         views = finest_prior_views(base.config.stride)
@@ -102,7 +107,10 @@ def fit_prior(
 
         prior = fit_counts(base.net, files, "cpu", seed, views, on_image, weights, rounds)
         report.update(rate_weights=weights.tolist(), rounds=rounds)
-    save_model(base.net, prior, out, weights)
+    if keep_reading:
+        save_model(base.net, prior, out, weights, (base.fingerprint, *base.decodes), base.prior)
+    else:
+        save_model(base.net, prior, out, weights)
     report["seconds"] = round(time.time() - start, 1)
     if val is not None:
         grids = index_grids(base.net, find_images(val), 1)

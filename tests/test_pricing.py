@@ -192,6 +192,33 @@ def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_
     assert vqcodec.decompress(vqcodec.compress(image, model=model), model=model).size == image.size
 
 
+def test_fit_prior_keep_reading_decodes_the_base_model_s_files(tmp_path: Path, tiny_model_path: Path) -> None:
+    """`vqcodec fit-prior --keep-reading`: the model with the new prior writes its own streams and still decodes
+    the base model's files (their prior is stored beside its own); it cannot carry a second such prior."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        synthetic_image(size=(64, 48), seed=i).save(data / f"p{i}.png")
+    out = tmp_path / "recounted.safetensors"
+    done = run_cli("fit-prior", str(tiny_model_path), "--data", str(data), "--out", str(out),
+                   "--rate-weights", "0.05,0.1", "--rounds", "1", "--views", "2", "--keep-reading")
+    assert done.returncode == 0, done.stderr
+    base, model = load_model(tiny_model_path), load_model(out)
+    assert model.decodes == (base.fingerprint,) and model.prior_for(base.fingerprint[:4]) is model.decodes_prior
+    assert model.prior_for(model.fingerprint[:4]) is model.prior
+    np.testing.assert_array_equal(model.decodes_prior.counts, base.prior.counts)
+    image = synthetic_image(size=(40, 24), seed=9)
+    old = vqcodec.compress(image, base, 2)
+    np.testing.assert_array_equal(decompress_indices(old, model)[2], decompress_indices(old, base)[2])
+    new = vqcodec.compress(image, model, 2)
+    assert vqcodec.decompress(new, model).size == image.size
+    with pytest.raises(vqcodec.VqzError, match="not by the given model"):
+        vqcodec.decompress(new, base)
+    again = run_cli("fit-prior", str(out), "--data", str(data), "--out", str(tmp_path / "twice.safetensors"),
+                    "--views", "2", "--keep-reading")
+    assert again.returncode == 2 and "already carries" in again.stderr
+
+
 @pytest.mark.parametrize("weights", ["0.1,0.2,0.3", "-1", "abc"])
 def test_fit_prior_refuses_bad_rate_weights_in_one_line(tmp_path: Path, tiny_model_path: Path, weights: str) -> None:
     done = run_cli("fit-prior", str(tiny_model_path), "--data", str(tmp_path), "--out", str(tmp_path / "m.safetensors"),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
 from vqcodec.errors import ModelError
-from vqcodec.zoo import load_model, resolve, save_model, shipped_models
+from vqcodec.registry import DECODES_KEY
+from vqcodec.zoo import fingerprint, load_model, resolve, save_model, shipped_models
 
 
 def test_default_model_ships_and_loads(default_model) -> None:
@@ -107,3 +111,22 @@ def test_older_files_with_ema_sums_still_load_with_them(tiny_model, tmp_path: Pa
                                            "fingerprint": fingerprint(load_file(str(path)), config).hex()})
     with pytest.raises(ModelError, match="fingerprint"):
         load_model(old)
+
+
+def test_a_prior_for_the_decoded_models_needs_them(tiny_model, tmp_path: Path) -> None:
+    """`decodes_prior` (the prior of the models a recounted model still reads) round-trips with its `decodes`,
+    and is refused without them, whether saved or found in a file."""
+    path = tmp_path / "reads.safetensors"
+    with pytest.raises(ValueError, match="decodes"):
+        save_model(tiny_model.net, tiny_model.prior, path, decodes_prior=tiny_model.prior)
+    save_model(tiny_model.net, tiny_model.prior, path, decodes=(tiny_model.fingerprint,), decodes_prior=tiny_model.prior)
+    model = load_model(path)
+    assert model.prior_for(tiny_model.fingerprint) is model.decodes_prior is not model.prior
+    np.testing.assert_array_equal(model.decodes_prior.counts, tiny_model.prior.counts)
+    tensors, meta = load_file(str(path)), safe_open(str(path), "pt").metadata()
+    del meta[DECODES_KEY]
+    meta["fingerprint"] = fingerprint(tensors, meta["config"]).hex()
+    orphan = tmp_path / "orphan.safetensors"
+    orphan.write_bytes(save(tensors, metadata=meta))
+    with pytest.raises(ModelError, match="no `decodes` list"):
+        load_model(orphan)

@@ -32,7 +32,7 @@ from vqcodec.images import MAX_INPUT_PIXELS, ImageSource, PreparedImage, assembl
 from vqcodec.model import ModelConfig
 from vqcodec.registry import find_shipped
 from vqcodec.text import printable
-from vqcodec.zoo import CodecModel, ModelLike, as_model
+from vqcodec.zoo import CodecModel, ModelLike, Prior, as_model
 
 
 class Level(NamedTuple):
@@ -316,12 +316,13 @@ def entropy_encode(model: CodecModel, indices: np.ndarray) -> tuple[tuple[bytes,
     return model.prior.encode_grids(indices), False
 
 
-def entropy_decode(model: CodecModel, streams: tuple[bytes, ...], rows: int, cols: int,
+def entropy_decode(prior: Prior, streams: tuple[bytes, ...], rows: int, cols: int,
                    adaptively: bool) -> np.ndarray:
-    """Index grids (len(streams), rows, columns) from `entropy_encode` streams, coded adaptively or not."""
+    """Index grids (len(streams), rows, columns) from `entropy_encode` streams, coded adaptively or not, under
+    the prior that coded them (`CodecModel.prior_for` the file's model id)."""
     if adaptively:
-        return adaptive.decode_grids(model.prior, streams, rows, cols)
-    return model.prior.decode_grids(streams, rows, cols)
+        return adaptive.decode_grids(prior, streams, rows, cols)
+    return prior.decode_grids(streams, rows, cols)
 
 
 def _pack(model: CodecModel, prepared: PreparedImage, indices: np.ndarray, size: tuple[int, int]) -> bytes:
@@ -474,17 +475,18 @@ def decompress_indices(data: bytes, model: ModelLike = None, quality: int | None
         raise VqzError(f"this file stores qualities 1..{header.stages}; cannot decode quality {quality}")
     q = min(len(f.streams), header.stages if quality is None else int(quality))
     rows, cols = grid_shape(m, header.coded_width, header.coded_height)
-    if header.adaptive and not isinstance(m.prior, ContextPrior):
+    prior = m.prior_for(header.model_id)
+    if header.adaptive and not isinstance(prior, ContextPrior):
         raise VqzError(f"the file's stages are coded adaptively, which the prior of model "
                        f"'{printable(m.name)}' cannot decode")
     for s in range(q):
         # A stream cannot hold more symbols than its bits pay for: refuse before allocating a grid. (Adaptive
         # tables can make a code nearly certain, so only the cells coded before they learn count there.)
         cells = adaptive.first_cells(s, rows, cols) if header.adaptive else rows * cols
-        if 0.98 * cells * m.prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
+        if 0.98 * cells * prior.min_bits(s) > 8 * len(f.streams[s]) + 64:
             raise VqzError(f"stage {s + 1} stream is too short for a {rows}x{cols} grid")
     try:
-        grids = entropy_decode(m, f.streams[:q], rows, cols, header.adaptive)
+        grids = entropy_decode(prior, f.streams[:q], rows, cols, header.adaptive)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise VqzError(f"a stage stream is damaged ({exc})") from None
     return f, m, grids

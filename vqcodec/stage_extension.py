@@ -52,6 +52,8 @@ class Extension:
     rate_weights: np.ndarray
     decodes: tuple[bytes, ...]
     report: dict[str, Any]
+    decodes_prior: ContextPrior | None = None
+    """The prior of the models under `decodes`, with the same stages appended (`CodecModel.decodes_prior`)."""
 
 
 @torch.inference_mode()
@@ -144,8 +146,9 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
     old = model.config.num_stages
     if not isinstance(stages, int) or isinstance(stages, bool) or not old < stages <= 255:
         raise ArgumentError(f"stages must be more than the model's {old} (at most 255), got {stages!r}")
-    if not isinstance(model.prior, ContextPrior):
-        raise ArgumentError(f"stages can be added to a model with a count context prior, not a {type(model.prior).__name__}")
+    for prior in (model.prior, model.decodes_prior or model.prior):
+        if not isinstance(prior, ContextPrior):
+            raise ArgumentError(f"stages can be added to a model with a count context prior, not a {type(prior).__name__}")
     if not np.isfinite(weight) or weight < 0:
         raise ArgumentError(f"the new stages' rate weight must be a number >= 0, got {weight!r}")
     event = on_event or (lambda _: None)
@@ -175,7 +178,8 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
 
     _, all_pairs = index_statistics(net, files, torch.device("cpu"), count_views, counted, fitted, weights)
     prior = with_tables(model.prior, all_pairs[old:], seed)
-    return Extension(net, prior, weights, (model.fingerprint, *model.decodes), report)
+    theirs = None if model.decodes_prior is None else with_tables(model.decodes_prior, all_pairs[old:], seed)
+    return Extension(net, prior, weights, (model.fingerprint, *model.decodes), report, theirs)
 
 
 def with_tables(prior: ContextPrior, pairs: np.ndarray, seed: int = 0) -> ContextPrior:

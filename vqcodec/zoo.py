@@ -12,7 +12,10 @@ recomputes the fingerprint and refuses a file whose content does not match it, a
 A model whose decoder was fine-tuned (`vqcodec.decoder_tuning`) keeps its ancestor's encoder,
 codebooks and prior, so it reads every stream the ancestor wrote: its metadata lists the
 ancestors' fingerprints under `decodes` (covered by its own fingerprint), and files naming an
-ancestor decode with it.
+ancestor decode with it. A model whose prior was counted again (`vqcodec fit-prior`) writes other streams
+than its ancestors; it still reads theirs when it carries their prior too (`decodes_prior.*`, the same
+tables as `prior.*`): the files of its own fingerprint decode with `prior`, those of its `decodes` with
+that one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ PRIOR_KEY = "prior.counts"
 GROUPS_KEY = "prior.groups"
 LEARNED_PREFIX = "prior.learned."
 RATE_KEY = "prior.rate_weights"
+DECODES_PRIOR = "decodes_"
+"""Prefix of the tensors of the prior the models under `decodes` coded with, where it is not `prior`."""
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
 EMA_SUM = ".embed_sum"
@@ -65,8 +70,11 @@ class CodecModel:
     fingerprint: bytes
     rate_weights: np.ndarray
     decodes: tuple[bytes, ...] = ()
-    """Fingerprints of the models whose streams this one reads too (it is their decoder fine-tune or has stages
-    added after theirs), nearest first."""
+    """Fingerprints of the models whose streams this one reads too (it is their decoder fine-tune, has stages
+    added after theirs, or carries their prior as `decodes_prior`), nearest first."""
+    decodes_prior: Prior | None = None
+    """The prior the files of the models under `decodes` were coded with, where this model's own `prior` was
+    counted again after theirs; None: they used `prior` too."""
     arithmetic: str | None = None
     """"float32" or "bfloat16": the arithmetic of the inference forms and the code search; None: this machine's
     (`inference.precision`)."""
@@ -79,6 +87,13 @@ class CodecModel:
     def reads(self, model_id: bytes) -> bool:
         """Whether data naming `model_id` (a fingerprint or its first bytes) is this model's or an ancestor's."""
         return any(f.startswith(model_id) for f in (self.fingerprint, *self.decodes))
+
+    def prior_for(self, model_id: bytes) -> Prior:
+        """The prior that decodes data naming `model_id` (this model's fingerprint, an ancestor's, or their
+        first bytes): `decodes_prior` for an ancestor's where there is one, else `prior`."""
+        if self.decodes_prior is None or self.fingerprint.startswith(model_id):
+            return self.prior
+        return self.decodes_prior
 
     @cached_property
     def analysis(self) -> torch.nn.Module:
@@ -149,31 +164,43 @@ def _stored(net: VQVAE) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _state_tensors(net: VQVAE, prior: Prior, rate_weights: np.ndarray | None) -> dict[str, torch.Tensor]:
+def _state_tensors(net: VQVAE, prior: Prior, rate_weights: np.ndarray | None,
+                   decodes_prior: Prior | None = None) -> dict[str, torch.Tensor]:
     tensors = _stored(net)
     if rate_weights is not None and np.any(rate_weights):
         tensors[RATE_KEY] = torch.from_numpy(np.asarray(rate_weights, dtype=np.float64).copy())
+    tensors.update(_prior_tensors(prior))
+    if decodes_prior is not None:
+        tensors.update({DECODES_PRIOR + k: v for k, v in _prior_tensors(decodes_prior).items()})
+    return tensors
+
+
+def _prior_tensors(prior: Prior) -> dict[str, torch.Tensor]:
+    """A prior's integer tables as a model file stores them (`prior.*`)."""
     if isinstance(prior, LearnedPrior):
-        for key, value in prior.tensors().items():
-            tensors[LEARNED_PREFIX + key] = torch.from_numpy(np.ascontiguousarray(value).astype(np.int32))
-        return tensors
-    tensors[PRIOR_KEY] = torch.from_numpy(prior.counts.astype(np.int32))
+        return {LEARNED_PREFIX + key: torch.from_numpy(np.ascontiguousarray(value).astype(np.int32))
+                for key, value in prior.tensors().items()}
+    tensors = {PRIOR_KEY: torch.from_numpy(prior.counts.astype(np.int32))}
     if isinstance(prior, ContextPrior):
         tensors[GROUPS_KEY] = torch.from_numpy(prior.groups.astype(np.int32))
     return tensors
 
 
 def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
-               rate_weights: np.ndarray | None = None, decodes: tuple[bytes, ...] = ()) -> bytes:
+               rate_weights: np.ndarray | None = None, decodes: tuple[bytes, ...] = (),
+               decodes_prior: Prior | None = None) -> bytes:
     """Write a model file atomically; returns its fingerprint. `rate_weights` (one per stage, default
     all zero) are the rate-aware coding weights the prior was counted under; `decodes` the fingerprints
-    of the models whose streams this one reads too (only for a decoder fine-tune of them or a model with
-    stages added after theirs)."""
-    if prior.num_stages != net.config.num_stages or prior.counts.shape[-1] != net.config.codebook_size:
-        raise ValueError("prior shape does not match the model's stages and codebook size")
+    of the models whose streams this one reads too (a decoder fine-tune of them, a model with stages added
+    after theirs, or one whose prior was counted again, which then gives theirs as `decodes_prior`)."""
+    for p in (prior, decodes_prior):
+        if p is not None and (p.num_stages != net.config.num_stages or p.counts.shape[-1] != net.config.codebook_size):
+            raise ValueError("prior shape does not match the model's stages and codebook size")
+    if decodes_prior is not None and not decodes:
+        raise ValueError("a prior for the models this one decodes needs those models (`decodes`)")
     if rate_weights is not None:
         _check_rate_weights(np.asarray(rate_weights), net.config.num_stages)
-    tensors = _state_tensors(net, prior, rate_weights)
+    tensors = _state_tensors(net, prior, rate_weights, decodes_prior)
     config_json = net.config.to_json()
     lineage = format_lineage(decodes)
     digest = fingerprint(tensors, config_json, lineage)
@@ -237,6 +264,7 @@ def _load(path: Path) -> CodecModel:
     try:
         rate_weights = _read_rate_weights(tensors, config.num_stages)
         prior = _read_prior(tensors)
+        decodes_prior = _read_decodes_prior(tensors, prior, bool(decodes))
     except (ValueError, KeyError) as exc:
         raise ModelError(f"{path}: bad entropy prior ({exc})") from None
     net = VQVAE(config)
@@ -255,7 +283,8 @@ def _load(path: Path) -> CodecModel:
     # Channels-last convolutions run the encoder about 20% faster on CPU; the decoder keeps the
     # default layout, whose results are checked to be identical across thread counts.
     net.encoder.to(memory_format=torch.channels_last)
-    return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights, decodes=decodes)
+    return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights, decodes=decodes,
+                      decodes_prior=decodes_prior)
 
 
 def _read_rate_weights(tensors: dict[str, torch.Tensor], num_stages: int) -> np.ndarray:
@@ -284,6 +313,19 @@ def _read_prior(tensors: dict[str, torch.Tensor]) -> Prior:
     if GROUPS_KEY in tensors:
         return ContextPrior(counts, tensors.pop(GROUPS_KEY).numpy())
     return FrequencyPrior(counts)
+
+
+def _read_decodes_prior(tensors: dict[str, torch.Tensor], prior: Prior, has_decodes: bool) -> Prior | None:
+    """Take the prior of the models under `decodes` out of a model file's tensors (None when it has none)."""
+    keys = [k for k in tensors if k.startswith(DECODES_PRIOR)]
+    if not keys:
+        return None
+    if not has_decodes:
+        raise ValueError("a prior for the models it decodes, but no `decodes` list")
+    theirs = _read_prior({k[len(DECODES_PRIOR):]: tensors.pop(k) for k in keys})
+    if theirs.num_stages != prior.num_stages or theirs.counts.shape[-1] != prior.counts.shape[-1]:
+        raise ValueError("the prior of the models it decodes has other stages or codes than its own")
+    return theirs
 
 
 ModelLike = CodecModel | str | os.PathLike[str] | None
