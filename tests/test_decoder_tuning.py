@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import TINY, noise_image, synthetic_image, write_photos
 from tests.test_cli import run
@@ -20,6 +21,8 @@ from vqcodec.errors import ModelError, VqzError
 from vqcodec.model import VQVAE
 from vqcodec.train import TrainConfig, train
 from vqcodec.zoo import load_model, save_model
+
+GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -237,15 +240,15 @@ def named(data: bytes, model_id: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("short_id", [1, 2])
-def test_files_of_the_first_defaults_decode_with_perceptual(kodak_crop, short_id: int) -> None:
+def test_files_of_the_first_defaults_decode_with_perceptual(short_id: int) -> None:
     """Short ids 1 and 2 name the first `default`s (before its decoder was fine-tuned, and after); today's
-    `default` was retrained with other codebooks, but `perceptual` (a decoder fine-tune of id 2) reads them."""
+    `default` was retrained with other codebooks, but `perceptual` (a decoder fine-tune of id 2) reads them,
+    with their prior (`CodecModel.decodes_prior`, its own was counted again)."""
     first, perceptual = container.SHIPPED_MODELS[short_id], load_model("perceptual")
     assert first in perceptual.decodes and registry.find_shipped(first) == ["perceptual"]
     assert first not in load_model("default").decodes
-    data = codec.compress(kodak_crop, perceptual, 3)
-    old = named(data, first)
-    assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
+    data = (GOLDEN / "perceptual-id14-q4.vqz").read_bytes()
+    assert codec.decompress(named(data, first)).tobytes() == codec.decompress(data).tobytes()
 
 
 @pytest.mark.parametrize("short_id", [9, 10, 11])
@@ -278,15 +281,23 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
         codec.decompress(old)
 
 
-@pytest.mark.parametrize("short_id", [3, 7, 12])
-def test_files_of_perceptual_ids_3_7_and_12_decode_the_same_with_today_s(kodak_crop, short_id: int) -> None:
+@pytest.mark.parametrize("quality", [4, 8])
+def test_files_of_perceptual_ids_3_to_14_decode_with_today_s(quality: int) -> None:
     """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state), 12 is id 7 with quality
-    1 coding the image shrunk (`vqcodec qualities`), and today's (14) is id 12 declared an MS-SSIM model (its
-    encoder refines for MS-SSIM): the same weights, so their files decode to the same pixels."""
-    old_id, perceptual = container.SHIPPED_MODELS[short_id], load_model("perceptual")
-    assert perceptual.fingerprint == container.SHIPPED_MODELS[14] and perceptual.config.distortion == "ms-ssim"
-    assert perceptual.decodes[:3] == tuple(container.SHIPPED_MODELS[i] for i in (12, 7, 3))
-    data = codec.compress(kodak_crop, perceptual, 4)
-    old = named(data, old_id)
-    assert registry.find_shipped(old_id) == ["perceptual"]
-    assert codec.decompress(old).tobytes() == codec.decompress(data).tobytes()
+    1 coding the image shrunk (`vqcodec qualities`), 14 is id 12 declared an MS-SSIM model, and today's (15) is
+    id 14 with its prior counted again under lighter rate weights (`fit-prior --keep-reading`) and its networks
+    stored as float16. Id 15 writes other streams, and reads theirs with id 14's prior, which it carries: a file
+    that vqcodec 0.13.0 wrote (`tests/golden`) decodes to 0.13.0's pixels within float16's rounding, and the
+    same streams naming ids 3, 7 and 12 to the same pixels."""
+    perceptual = load_model("perceptual")
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[15] and perceptual.config.distortion == "ms-ssim"
+    assert perceptual.decodes[:4] == tuple(container.SHIPPED_MODELS[i] for i in (14, 12, 7, 3))
+    data = (GOLDEN / f"perceptual-id14-q{quality}.vqz").read_bytes()
+    assert container.read_header(data).model_id == container.SHIPPED_MODELS[14]
+    then = np.asarray(Image.open(GOLDEN / f"perceptual-id14-q{quality}.png"), dtype=np.int16)
+    now = codec.decompress(data)
+    assert np.abs(np.asarray(now, dtype=np.int16) - then).max() <= 2
+    for short_id in (3, 7, 12):
+        assert registry.find_shipped(container.SHIPPED_MODELS[short_id]) == ["perceptual"]
+        assert codec.decompress(named(data, container.SHIPPED_MODELS[short_id])).tobytes() == now.tobytes()
+    assert codec.decompress(codec.compress(now, perceptual, quality)).size == now.size
