@@ -17,7 +17,7 @@ from vqcodec.model import VQVAE
 from vqcodec.quantizer import ResidualVQ
 from vqcodec.zoo import load_model, save_model
 
-from tests.conftest import TINY, run_cli, synthetic_image
+from tests.conftest import TINY, run_cli, synthetic_image, write_photos
 
 
 def context_prior(seed: int = 0) -> ContextPrior:
@@ -176,10 +176,7 @@ def test_priced_greedy_coding_keeps_prefixes_equal_to_direct_encodes(priced_mode
 
 def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_path: Path) -> None:
     """`vqcodec fit-prior --rate-weights`: a context prior counted in rounds, with the weights in the file."""
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(3):
-        synthetic_image(size=(64, 48), seed=i).save(data / f"p{i}.png")
+    data = write_photos(tmp_path / "photos", 3, (64, 48))
     out = tmp_path / "priced.safetensors"
     done = run_cli("fit-prior", str(tiny_model_path), "--data", str(data), "--out", str(out),
                     "--rate-weights", "0.05,0.1", "--rounds", "2", "--views", "2")
@@ -195,10 +192,7 @@ def test_fit_prior_command_counts_a_rate_aware_prior(tmp_path: Path, tiny_model_
 def test_fit_prior_keep_reading_decodes_the_base_model_s_files(tmp_path: Path, tiny_model_path: Path) -> None:
     """`vqcodec fit-prior --keep-reading`: the model with the new prior writes its own streams and still decodes
     the base model's files (their prior is stored beside its own); it cannot carry a second such prior."""
-    data = tmp_path / "photos"
-    data.mkdir()
-    for i in range(3):
-        synthetic_image(size=(64, 48), seed=i).save(data / f"p{i}.png")
+    data = write_photos(tmp_path / "photos", 3, (64, 48))
     out = tmp_path / "recounted.safetensors"
     done = run_cli("fit-prior", str(tiny_model_path), "--data", str(data), "--out", str(out),
                    "--rate-weights", "0.05,0.1", "--rounds", "1", "--views", "2", "--keep-reading")
