@@ -107,10 +107,8 @@ def fit_prior(
 
         prior = fit_counts(base.net, files, "cpu", seed, views, on_image, weights, rounds)
         report.update(rate_weights=weights.tolist(), rounds=rounds)
-    if keep_reading:
-        save_model(base.net, prior, out, weights, (base.fingerprint, *base.decodes), base.prior)
-    else:
-        save_model(base.net, prior, out, weights)
+    lineage = ((base.fingerprint, *base.decodes), base.prior) if keep_reading else ((), None)
+    save_model(base.net, prior, out, weights, *lineage)
     report["seconds"] = round(time.time() - start, 1)
     if val is not None:
         grids = index_grids(base.net, find_images(val), 1)

@@ -51,7 +51,6 @@ def qualities(
     pairs = base.config.reduced_qualities if reduced is None else ladder.parse_reduced(reduced)
     config = ladder.relabel(base, pairs, base.config.full_from if full_from is None else full_from)
     made = ladder.with_config(base, config)
-    fingerprint = save_model(made.net, made.prior, out, made.rate_weights, (base.fingerprint, *base.decodes),
-                             base.decodes_prior)
+    fingerprint = save_model(made.net, made.prior, out, made.rate_weights, *base.lineage)
     console.print(f"wrote {out} ({fingerprint[:4].hex()}): {len(codec.quality_levels(made))} qualities, "
                   f"default {config.default_quality}", markup=False, highlight=False)

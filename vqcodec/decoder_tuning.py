@@ -238,9 +238,7 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
                          lambda batch, done: _window_step(net, opt, windows, batch, done, cfg, lowest),
                          lambda: validate(net, codes, val_images, device), on_step)
     net.eval()
-    lineage = (start_model.fingerprint, *start_model.decodes)
-    save_model(net.cpu(), start_model.prior, cfg.out, codes.rate_weights, decodes=lineage,
-               decodes_prior=start_model.decodes_prior)
+    save_model(net.cpu(), start_model.prior, cfg.out, codes.rate_weights, *start_model.lineage)
     write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
     return net
 

@@ -90,8 +90,7 @@ def distill_encoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] 
                      lambda x, done: _step(net, teacher, opt, x, done, cfg),
                      lambda: validate(net, codes, val_images, device), on_step, {"teacher": teacher_id})
     net.eval()
-    save_model(net.cpu(), start.prior, cfg.out, start.rate_weights, decodes=(start.fingerprint, *start.decodes),
-               decodes_prior=start.decodes_prior)
+    save_model(net.cpu(), start.prior, cfg.out, start.rate_weights, *start.lineage)
     write_log(cfg.log, {"step": step, "event": "done", "out": str(cfg.out)})
     return net
 

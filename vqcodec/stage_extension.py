@@ -146,7 +146,7 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
     old = model.config.num_stages
     if not isinstance(stages, int) or isinstance(stages, bool) or not old < stages <= 255:
         raise ArgumentError(f"stages must be more than the model's {old} (at most 255), got {stages!r}")
-    for prior in (model.prior, model.decodes_prior or model.prior):
+    for prior in [p for p in (model.prior, model.decodes_prior) if p is not None]:
         if not isinstance(prior, ContextPrior):
             raise ArgumentError(f"stages can be added to a model with a count context prior, not a {type(prior).__name__}")
     if not np.isfinite(weight) or weight < 0:
@@ -178,8 +178,11 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
 
     _, all_pairs = index_statistics(net, files, torch.device("cpu"), count_views, counted, fitted, weights)
     prior = with_tables(model.prior, all_pairs[old:], seed)
-    theirs = None if model.decodes_prior is None else with_tables(model.decodes_prior, all_pairs[old:], seed)
-    return Extension(net, prior, weights, (model.fingerprint, *model.decodes), report, theirs)
+    decodes, theirs = model.lineage
+    if theirs is not None:  # the ancestors' files never reach the new stages: their tables are the same
+        theirs = ContextPrior(np.concatenate([theirs.counts, prior.counts[old:]]),
+                              np.concatenate([theirs.groups, prior.groups[old:]]))
+    return Extension(net, prior, weights, decodes, report, theirs)
 
 
 def with_tables(prior: ContextPrior, pairs: np.ndarray, seed: int = 0) -> ContextPrior:

@@ -88,6 +88,13 @@ class CodecModel:
         """Whether data naming `model_id` (a fingerprint or its first bytes) is this model's or an ancestor's."""
         return any(f.startswith(model_id) for f in (self.fingerprint, *self.decodes))
 
+    @property
+    def lineage(self) -> tuple[tuple[bytes, ...], Prior | None]:
+        """`save_model`'s `decodes` and `decodes_prior` for a model that keeps this one's codebooks and reads its
+        files (a decoder fine-tune, a new encoder, another ladder, more stages): this model and its ancestors, and
+        the prior their files were coded with where it is not this one's."""
+        return (self.fingerprint, *self.decodes), self.decodes_prior
+
     def prior_for(self, model_id: bytes) -> Prior:
         """The prior that decodes data naming `model_id` (this model's fingerprint, an ancestor's, or their
         first bytes): `decodes_prior` for an ancestor's where there is one, else `prior`."""
