@@ -72,7 +72,8 @@ def add_stages(
         sys.stderr.flush()
 
     ext = extend_stages(base, files, stages, rate_weight, views, count_views, rounds, seed, say)
-    fingerprint = save_model(ext.net, ext.prior, out, ext.rate_weights, ext.decodes, ext.decodes_prior)
+    fingerprint = save_model(ext.net, ext.prior, out, ext.rate_weights, ext.decodes, ext.decodes_prior,
+                             ext.own_prior_decodes)
     report = {"model": model, "data": str(data), "stages": stages, "rate_weight": rate_weight, "views": views,
               "count_views": count_views, "rounds": rounds, "seed": seed, "fingerprint": fingerprint.hex(),
               "seconds": round(time.time() - start, 1), **ext.report}

@@ -305,3 +305,28 @@ def test_files_of_perceptual_ids_3_to_14_decode_with_today_s(kodak_crop, quality
         assert registry.find_shipped(container.SHIPPED_MODELS[short_id]) == ["perceptual"]
         assert codec.decompress(named(data, container.SHIPPED_MODELS[short_id])).tobytes() == now.tobytes()
     assert codec.decompress(codec.compress(now, perceptual, quality)).size == now.size
+
+
+PSNR_014 = {4: 36.870, 8: 38.864}
+"""PSNR (dB) against `kodak_crop` of `tests/golden/perceptual-id15-q{4,8}.vqz` as vqcodec 0.14.0 decoded them."""
+
+
+@pytest.mark.parametrize("quality", [4, 8])
+def test_files_of_perceptual_id_15_decode_with_today_s_and_with_a_model_made_from_it(kodak_crop, tmp_path: Path,
+                                                                                    quality: int) -> None:
+    """Id 15 carries id 14's prior for the older files and codes its own with its own prior. A model made from
+    it that keeps its prior (`CodecModel.lineage`: a decoder fine-tune, more stages) must read id 15's files
+    with that prior and id 14's with the carried one: here the same network saved as such a model decodes
+    files that vqcodec 0.14.0 wrote with id 15 and 0.13.0 with id 14 to today's pixels."""
+    perceptual = load_model("perceptual")
+    ours = (GOLDEN / f"perceptual-id15-q{quality}.vqz").read_bytes()
+    theirs = (GOLDEN / f"perceptual-id14-q{quality}.vqz").read_bytes()
+    assert container.read_header(ours).model_id == container.SHIPPED_MODELS[15]
+    now = codec.decompress(ours)
+    assert psnr(np.asarray(kodak_crop), np.asarray(now)) == pytest.approx(PSNR_014[quality], abs=0.01)
+    made = tmp_path / "made.safetensors"
+    save_model(perceptual.net, perceptual.prior, made, perceptual.rate_weights, *perceptual.lineage)
+    child = load_model(made)
+    assert child.decodes[0] == perceptual.fingerprint and child.own_prior_decodes == 1
+    assert codec.decompress(ours, child).tobytes() == now.tobytes()
+    assert codec.decompress(theirs, child).tobytes() == codec.decompress(theirs).tobytes()

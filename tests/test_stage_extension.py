@@ -75,6 +75,36 @@ def test_extended_model_reads_old_files_and_codes_old_qualities_alike(priced_pat
     assert top.shape[0] == 5
 
 
+def test_a_carried_prior_gets_the_new_stages_and_still_reads_the_ancestors_files(
+        tmp_path: Path, priced_path: Path, photos: Path) -> None:
+    """A model whose prior was counted again carries its ancestor's (`decodes_prior`); the longer model
+    carries it on, with the new stages' tables appended, so the ancestor's files decode as before."""
+    from vqcodec.data import find_images
+    from vqcodec.stage_extension import extend_stages
+
+    ancestor = load_model(priced_path)
+    rng = np.random.default_rng(5)
+    k, s, g = TINY.codebook_size, TINY.num_stages, 4
+    recounted = ContextPrior(rng.integers(1, 50, size=(s, g + 1, k)) ** 2, rng.integers(0, g, size=(s, k)))
+    carrier_path = tmp_path / "carrier.safetensors"
+    save_model(ancestor.net, recounted, carrier_path, ancestor.rate_weights, (ancestor.fingerprint,), ancestor.prior)
+    carrier = load_model(carrier_path)
+    longer = extend_stages(carrier, find_images(photos), 5, views=2, count_views=2, rounds=1)
+    theirs = longer.decodes_prior
+    assert isinstance(theirs, ContextPrior) and theirs.counts.shape[0] == 5
+    np.testing.assert_array_equal(theirs.counts[:3], ancestor.prior.counts)
+    np.testing.assert_array_equal(theirs.counts[3:], longer.prior.counts[3:])
+    np.testing.assert_array_equal(longer.prior.counts[:3], recounted.counts)
+    out = tmp_path / "longer.safetensors"
+    save_model(longer.net, longer.prior, out, longer.rate_weights, longer.decodes, longer.decodes_prior,
+               longer.own_prior_decodes)
+    new = load_model(out)
+    image = synthetic_image(size=(72, 40), seed=3)
+    for model in (ancestor, carrier):
+        data = vqcodec.compress(image, model, quality=3)
+        assert np.array_equal(np.asarray(vqcodec.decompress(data, new)), np.asarray(vqcodec.decompress(data, model)))
+
+
 def test_priced_codebooks_spend_fewer_bits_than_plain_kmeans() -> None:
     """Entropy-constrained rounds trade squared error for bits: the heavier the weight, the lower the codes'
     entropy and the larger their error."""

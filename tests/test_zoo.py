@@ -113,6 +113,31 @@ def test_older_files_with_ema_sums_still_load_with_them(tiny_model, tmp_path: Pa
         load_model(old)
 
 
+def test_a_model_made_from_a_recounted_one_reads_its_files_with_their_shared_prior(tiny_model, tmp_path: Path) -> None:
+    """A fine-tune of a model that carries its ancestors' prior keeps that model's prior: files of the
+    model it was made from decode with `prior`, the older ones with `decodes_prior`; the count is covered
+    by the fingerprint."""
+    recounted = tmp_path / "recounted.safetensors"
+    save_model(tiny_model.net, tiny_model.prior, recounted, decodes=(b"\x01" * 32,), decodes_prior=tiny_model.prior)
+    carrier = load_model(recounted)
+    assert carrier.lineage[2] == 1 and tiny_model.lineage[2] == 0
+    tuned = tmp_path / "tuned.safetensors"
+    save_model(carrier.net, carrier.prior, tuned, carrier.rate_weights, *carrier.lineage)
+    model = load_model(tuned)
+    assert model.decodes == (carrier.fingerprint, b"\x01" * 32) and model.own_prior_decodes == 1
+    assert model.prior_for(carrier.fingerprint[:8]) is model.prior
+    assert model.prior_for(b"\x01" * 8) is model.decodes_prior
+    assert model.lineage[2] == 2
+    tensors, meta = load_file(str(tuned)), safe_open(str(tuned), "pt").metadata()
+    meta["decodes_own_prior"] = "0"
+    forged = tmp_path / "forged.safetensors"
+    forged.write_bytes(save(tensors, metadata=meta))
+    with pytest.raises(ModelError, match="fingerprint"):
+        load_model(forged)
+    with pytest.raises(ValueError, match="leave some"):
+        save_model(carrier.net, carrier.prior, tmp_path / "x.safetensors", None, carrier.lineage[0], None, 1)
+
+
 def test_a_prior_for_the_decoded_models_needs_them(tiny_model, tmp_path: Path) -> None:
     """`decodes_prior` (the prior of the models a recounted model still reads) round-trips with its `decodes`,
     and is refused without them, whether saved or found in a file."""

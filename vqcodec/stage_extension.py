@@ -54,6 +54,8 @@ class Extension:
     report: dict[str, Any]
     decodes_prior: ContextPrior | None = None
     """The prior of the models under `decodes`, with the same stages appended (`CodecModel.decodes_prior`)."""
+    own_prior_decodes: int = 0
+    """How many of `decodes` coded with the start model's prior (`CodecModel.own_prior_decodes`)."""
 
 
 @torch.inference_mode()
@@ -178,11 +180,11 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
 
     _, all_pairs = index_statistics(net, files, torch.device("cpu"), count_views, counted, fitted, weights)
     prior = with_tables(model.prior, all_pairs[old:], seed)
-    decodes, theirs = model.lineage
+    decodes, theirs, own = model.lineage
     if theirs is not None:  # the ancestors' files never reach the new stages: their tables are the same
         theirs = ContextPrior(np.concatenate([theirs.counts, prior.counts[old:]]),
                               np.concatenate([theirs.groups, prior.groups[old:]]))
-    return Extension(net, prior, weights, decodes, report, theirs)
+    return Extension(net, prior, weights, decodes, report, theirs, own)
 
 
 def with_tables(prior: ContextPrior, pairs: np.ndarray, seed: int = 0) -> ContextPrior:

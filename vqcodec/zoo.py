@@ -15,7 +15,9 @@ ancestors' fingerprints under `decodes` (covered by its own fingerprint), and fi
 ancestor decode with it. A model whose prior was counted again (`vqcodec fit-prior`) writes other streams
 than its ancestors; it still reads theirs when it carries their prior too (`decodes_prior.*`, the same
 tables as `prior.*`): the files of its own fingerprint decode with `prior`, those of its `decodes` with
-that one.
+that one. A model made from such a model keeping its prior (a decoder fine-tune of it, more stages) reads
+its files with `prior` too: its metadata says how many of the nearest `decodes` coded with `prior`
+(`decodes_own_prior`, covered by the fingerprint).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ GROUPS_KEY = "prior.groups"
 LEARNED_PREFIX = "prior.learned."
 RATE_KEY = "prior.rate_weights"
 DECODES_PRIOR = "decodes_"
+OWN_PRIOR_KEY = "decodes_own_prior"
+"""Metadata key: how many of the nearest `decodes` coded with the model's own `prior` (absent: none)."""
 """Prefix of the tensors of the prior the models under `decodes` coded with, where it is not `prior`."""
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
@@ -75,6 +79,9 @@ class CodecModel:
     decodes_prior: Prior | None = None
     """The prior the files of the models under `decodes` were coded with, where this model's own `prior` was
     counted again after theirs; None: they used `prior` too."""
+    own_prior_decodes: int = 0
+    """How many of `decodes`, the nearest, coded with `prior` (models between this one and the recount that
+    gave `decodes_prior`); the others with `decodes_prior`."""
     arithmetic: str | None = None
     """"float32" or "bfloat16": the arithmetic of the inference forms and the code search; None: this machine's
     (`inference.precision`)."""
@@ -89,16 +96,19 @@ class CodecModel:
         return any(f.startswith(model_id) for f in (self.fingerprint, *self.decodes))
 
     @property
-    def lineage(self) -> tuple[tuple[bytes, ...], Prior | None]:
-        """`save_model`'s `decodes` and `decodes_prior` for a model that keeps this one's codebooks and reads its
-        files (a decoder fine-tune, a new encoder, another ladder, more stages): this model and its ancestors, and
-        the prior their files were coded with where it is not this one's."""
-        return (self.fingerprint, *self.decodes), self.decodes_prior
+    def lineage(self) -> tuple[tuple[bytes, ...], Prior | None, int]:
+        """`save_model`'s `decodes`, `decodes_prior` and `own_prior_decodes` for a model that keeps this one's
+        codebooks and prior and reads its files (a decoder fine-tune, a new encoder, another ladder, more
+        stages): this model and its ancestors, the prior their files were coded with where it is not this
+        one's, and how many of them (this one first) coded with this one's."""
+        own = self.own_prior_decodes + 1 if self.decodes_prior is not None else 0
+        return (self.fingerprint, *self.decodes), self.decodes_prior, own
 
     def prior_for(self, model_id: bytes) -> Prior:
         """The prior that decodes data naming `model_id` (this model's fingerprint, an ancestor's, or their
-        first bytes): `decodes_prior` for an ancestor's where there is one, else `prior`."""
-        if self.decodes_prior is None or self.fingerprint.startswith(model_id):
+        first bytes): `decodes_prior` for an ancestor's coded before the recount, else `prior`."""
+        mine = (self.fingerprint, *self.decodes[: self.own_prior_decodes])
+        if self.decodes_prior is None or any(f.startswith(model_id) for f in mine):
             return self.prior
         return self.decodes_prior
 
@@ -144,12 +154,14 @@ class CodecModel:
         return self.net.config.name
 
 
-def fingerprint(tensors: dict[str, torch.Tensor], config_json: str, decodes: str = "") -> bytes:
-    """SHA-256 over the config, the `decodes` lineage (when there is one) and every tensor (sorted by name),
-    as 32 bytes."""
+def fingerprint(tensors: dict[str, torch.Tensor], config_json: str, decodes: str = "", own_prior: int = 0) -> bytes:
+    """SHA-256 over the config, the `decodes` lineage (when there is one), how many of them coded with the
+    model's own prior (when any) and every tensor (sorted by name), as 32 bytes."""
     h = hashlib.sha256(config_json.encode())
     if decodes:
         h.update(f"|decodes|{decodes}|".encode())
+    if own_prior:
+        h.update(f"|{OWN_PRIOR_KEY}|{own_prior}|".encode())
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -195,25 +207,30 @@ def _prior_tensors(prior: Prior) -> dict[str, torch.Tensor]:
 
 def save_model(net: VQVAE, prior: Prior, path: str | os.PathLike[str],
                rate_weights: np.ndarray | None = None, decodes: tuple[bytes, ...] = (),
-               decodes_prior: Prior | None = None) -> bytes:
+               decodes_prior: Prior | None = None, own_prior_decodes: int = 0) -> bytes:
     """Write a model file atomically; returns its fingerprint. `rate_weights` (one per stage, default
     all zero) are the rate-aware coding weights the prior was counted under; `decodes` the fingerprints
     of the models whose streams this one reads too (a decoder fine-tune of them, a model with stages added
-    after theirs, or one whose prior was counted again, which then gives theirs as `decodes_prior`)."""
+    after theirs, or one whose prior was counted again, which then gives theirs as `decodes_prior`), of
+    which the first `own_prior_decodes` coded with `prior` (`CodecModel.lineage` gives all three)."""
     for p in (prior, decodes_prior):
         if p is not None and (p.num_stages != net.config.num_stages or p.counts.shape[-1] != net.config.codebook_size):
             raise ValueError("prior shape does not match the model's stages and codebook size")
     if decodes_prior is not None and not decodes:
         raise ValueError("a prior for the models this one decodes needs those models (`decodes`)")
+    if own_prior_decodes and (decodes_prior is None or not 0 < own_prior_decodes < len(decodes)):
+        raise ValueError("models coded with this one's prior must leave some under `decodes_prior`")
     if rate_weights is not None:
         _check_rate_weights(np.asarray(rate_weights), net.config.num_stages)
     tensors = _state_tensors(net, prior, rate_weights, decodes_prior)
     config_json = net.config.to_json()
     lineage = format_lineage(decodes)
-    digest = fingerprint(tensors, config_json, lineage)
+    digest = fingerprint(tensors, config_json, lineage, own_prior_decodes)
     meta = {"format": FORMAT_TAG, "config": config_json, "fingerprint": digest.hex()}
     if lineage:
         meta[DECODES_KEY] = lineage
+    if own_prior_decodes:
+        meta[OWN_PRIOR_KEY] = str(own_prior_decodes)
     write_bytes_atomic(path, save(tensors, metadata=meta), overwrite=True)
     return digest
 
@@ -265,7 +282,10 @@ def _load(path: Path) -> CodecModel:
         decodes = parse_lineage(lineage)
     except ValueError:
         raise ModelError(f"{path}: bad '{DECODES_KEY}' metadata (not hex fingerprints)") from None
-    digest = fingerprint(tensors, meta["config"], lineage)
+    own = meta.get(OWN_PRIOR_KEY, "0")
+    if not own.isdigit() or int(own) >= max(len(decodes), 1):
+        raise ModelError(f"{path}: bad '{OWN_PRIOR_KEY}' metadata ({own[:20]!r})")
+    digest = fingerprint(tensors, meta["config"], lineage, int(own))
     if digest.hex() != meta["fingerprint"]:
         raise ModelError(f"{path}: content does not match its fingerprint (file altered or damaged)")
     try:
@@ -290,8 +310,10 @@ def _load(path: Path) -> CodecModel:
     # Channels-last convolutions run the encoder about 20% faster on CPU; the decoder keeps the
     # default layout, whose results are checked to be identical across thread counts.
     net.encoder.to(memory_format=torch.channels_last)
+    if int(own) and decodes_prior is None:
+        raise ModelError(f"{path}: '{OWN_PRIOR_KEY}' without the prior of the models it decodes")
     return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights, decodes=decodes,
-                      decodes_prior=decodes_prior)
+                      decodes_prior=decodes_prior, own_prior_decodes=int(own))
 
 
 def _read_rate_weights(tensors: dict[str, torch.Tensor], num_stages: int) -> np.ndarray:
