@@ -134,6 +134,11 @@ def test_a_model_made_from_a_recounted_one_reads_its_files_with_their_shared_pri
     forged.write_bytes(save(tensors, metadata=meta))
     with pytest.raises(ModelError, match="fingerprint"):
         load_model(forged)
+    for bad in ("x", "2", "-1"):
+        meta["decodes_own_prior"] = bad
+        forged.write_bytes(save(tensors, metadata=meta))
+        with pytest.raises(ModelError, match="bad 'decodes_own_prior'"):
+            load_model(forged)
     with pytest.raises(ValueError, match="leave some"):
         save_model(carrier.net, carrier.prior, tmp_path / "x.safetensors", None, carrier.lineage[0], None, 1)
 

@@ -50,9 +50,9 @@ GROUPS_KEY = "prior.groups"
 LEARNED_PREFIX = "prior.learned."
 RATE_KEY = "prior.rate_weights"
 DECODES_PRIOR = "decodes_"
+"""Prefix of the tensors of the prior the models under `decodes` coded with, where it is not `prior`."""
 OWN_PRIOR_KEY = "decodes_own_prior"
 """Metadata key: how many of the nearest `decodes` coded with the model's own `prior` (absent: none)."""
-"""Prefix of the tensors of the prior the models under `decodes` coded with, where it is not `prior`."""
 Prior = FrequencyPrior | ContextPrior | LearnedPrior
 FORMAT_TAG = "vqcodec-model-1"
 EMA_SUM = ".embed_sum"
@@ -154,7 +154,8 @@ class CodecModel:
         return self.net.config.name
 
 
-def fingerprint(tensors: dict[str, torch.Tensor], config_json: str, decodes: str = "", own_prior: int = 0) -> bytes:
+def fingerprint(tensors: dict[str, torch.Tensor], config_json: str, decodes: str = "",
+                own_prior: int = 0) -> bytes:
     """SHA-256 over the config, the `decodes` lineage (when there is one), how many of them coded with the
     model's own prior (when any) and every tensor (sorted by name), as 32 bytes."""
     h = hashlib.sha256(config_json.encode())
@@ -283,7 +284,7 @@ def _load(path: Path) -> CodecModel:
     except ValueError:
         raise ModelError(f"{path}: bad '{DECODES_KEY}' metadata (not hex fingerprints)") from None
     own = meta.get(OWN_PRIOR_KEY, "0")
-    if not own.isdigit() or int(own) >= max(len(decodes), 1):
+    if not (own.isascii() and own.isdigit()) or int(own) >= max(len(decodes), 1):
         raise ModelError(f"{path}: bad '{OWN_PRIOR_KEY}' metadata ({own[:20]!r})")
     digest = fingerprint(tensors, meta["config"], lineage, int(own))
     if digest.hex() != meta["fingerprint"]:
@@ -294,6 +295,8 @@ def _load(path: Path) -> CodecModel:
         decodes_prior = _read_decodes_prior(tensors, prior, bool(decodes))
     except (ValueError, KeyError) as exc:
         raise ModelError(f"{path}: bad entropy prior ({exc})") from None
+    if int(own) and decodes_prior is None:
+        raise ModelError(f"{path}: '{OWN_PRIOR_KEY}' without the prior of the models it decodes")
     net = VQVAE(config)
     try:
         keys = net.load_state_dict(tensors, strict=False)
@@ -310,8 +313,6 @@ def _load(path: Path) -> CodecModel:
     # Channels-last convolutions run the encoder about 20% faster on CPU; the decoder keeps the
     # default layout, whose results are checked to be identical across thread counts.
     net.encoder.to(memory_format=torch.channels_last)
-    if int(own) and decodes_prior is None:
-        raise ModelError(f"{path}: '{OWN_PRIOR_KEY}' without the prior of the models it decodes")
     return CodecModel(net=net, prior=prior, fingerprint=digest, rate_weights=rate_weights, decodes=decodes,
                       decodes_prior=decodes_prior, own_prior_decodes=int(own))
 
