@@ -103,6 +103,11 @@ def test_a_carried_prior_gets_the_new_stages_and_still_reads_the_ancestors_files
     for model in (ancestor, carrier):
         data = vqcodec.compress(image, model, quality=3)
         assert np.array_equal(np.asarray(vqcodec.decompress(data, new)), np.asarray(vqcodec.decompress(data, model)))
+    fewer = ContextPrior(ancestor.prior.counts[:, :3], ancestor.prior.groups % 2)
+    odd = tmp_path / "odd.safetensors"
+    save_model(ancestor.net, recounted, odd, ancestor.rate_weights, (ancestor.fingerprint,), fewer)
+    with pytest.raises(vqcodec.ArgumentError, match="other context groups"):
+        extend_stages(load_model(odd), find_images(photos), 5, views=2, count_views=2, rounds=1)
 
 
 def test_priced_codebooks_spend_fewer_bits_than_plain_kmeans() -> None:

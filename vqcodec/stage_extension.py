@@ -151,6 +151,9 @@ def extend_stages(model: CodecModel, files: list[Path], stages: int, weight: flo
     for prior in [p for p in (model.prior, model.decodes_prior) if p is not None]:
         if not isinstance(prior, ContextPrior):
             raise ArgumentError(f"stages can be added to a model with a count context prior, not a {type(prior).__name__}")
+    if model.decodes_prior is not None and model.decodes_prior.counts.shape != model.prior.counts.shape:
+        raise ArgumentError("the prior this model carries for older files has other context groups than its own: "
+                            "the new stages' tables cannot serve both")
     if not np.isfinite(weight) or weight < 0:
         raise ArgumentError(f"the new stages' rate weight must be a number >= 0, got {weight!r}")
     event = on_event or (lambda _: None)
