@@ -8,7 +8,6 @@ the number of DataLoader workers or ranks.
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,14 +130,3 @@ class StepBatchSampler(Sampler[list[int]]):
         for step in range(self.start, self.stop):
             first = self.offset + step * per_step + self.rank * self.batch_size
             yield list(range(first, first + self.batch_size))
-
-
-def ignore_stop_signal(_worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: data workers ignore SIGTERM.
-
-    A stop sent to the whole process group (`pkill -f "vqcodec train"`, `kill -- -PGID`, a job
-    scheduler ending the job) would otherwise kill the workers first, and the trainer would fail on
-    the dead worker instead of writing its checkpoint. The trainer alone handles the signal, then
-    shuts its workers down.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vqcodec.data import StepBatchSampler, ignore_stop_signal
+from vqcodec.data import StepBatchSampler
+from vqcodec.stopping import StopSignals, ignore_stop_signal
 from vqcodec.model import VQVAE
-from vqcodec.train import TrainConfig, save_checkpoint, sigterm_as_interrupt, write_log
+from vqcodec.train import TrainConfig, save_checkpoint, write_log
 
 Step = Callable[[Any, int], dict[str, Any]]
 """One optimisation step: (batch on the device, steps done before it) -> its log record. A batch is what the
@@ -44,9 +45,9 @@ def run_steps(cfg: TrainConfig, phase: str, net: VQVAE, opt: torch.optim.Optimiz
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, worker_init_fn=ignore_stop_signal,
                         pin_memory=device.type == "cuda")
     done = first
-    with sigterm_as_interrupt():
+    with StopSignals() as stops:
         try:
-            for batch in loader:
+            for batch in stops.batches(loader):
                 metrics = step(_to(batch, device), done)
                 done += 1
                 if cfg.val and (done % cfg.val_every == 0 or done == cfg.steps):

@@ -24,10 +24,8 @@ import itertools
 import json
 import math
 import os
-import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,12 +40,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from vqcodec import pricing
-from vqcodec.data import CropDataset, StepBatchSampler, find_images, ignore_stop_signal, read_rgb, to_tensor
+from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb, to_tensor
 from vqcodec.effort import check_effort
 from vqcodec.entropy import ContextPrior, FrequencyPrior
 from vqcodec.errors import DataError
 from vqcodec.model import DISTORTIONS, VQVAE, ModelConfig, _to_rows
 from vqcodec.quantizer import Penalty
+from vqcodec.stopping import StopSignals, ignore_stop_signal
 from vqcodec.zoo import CodecModel, load_model, save_model
 
 
@@ -546,22 +545,6 @@ def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
 # ---------------------------------------------------------------- the loop
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so `kill` checkpoints like Ctrl-C does."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = None) -> VQVAE:
     """Run (or resume) the recipe; rank 0 writes checkpoints, the JSONL log and the model file.
 
@@ -643,9 +626,9 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
     step = start
     net.train()
-    with sigterm_as_interrupt():
+    with StopSignals() as stops:
         try:
-            for x in loader(start, cfg.steps):
+            for x in stops.batches(loader(start, cfg.steps)):
                 if step == cfg.pretrain_steps and not kmeans_done:
                     event({"event": "phase", "phase": "kmeans", "step": step})
                     net.eval()
