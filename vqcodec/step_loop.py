@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vqcodec.data import StepBatchSampler
-from vqcodec.stopping import StopSignals, ignore_stop_signal
 from vqcodec.model import VQVAE
+from vqcodec.stopping import StopSignals, ignore_stop_signal
 from vqcodec.train import TrainConfig, save_checkpoint, write_log
 
 Step = Callable[[Any, int], dict[str, Any]]
