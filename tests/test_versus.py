@@ -6,6 +6,7 @@ import sys
 
 import vqcodec
 from tests.conftest import synthetic_image
+from vqcodec import codec
 from vqcodec.bench import versus
 
 
@@ -26,8 +27,9 @@ def test_speed_of_another_shipped_model(tmp_path) -> None:  # noqa: ANN001
     image = tmp_path / "photo.png"
     synthetic_image(size=(96, 64), seed=1).save(image)
     result = versus.compare(sys.executable, image, threads=1, rounds=1, repeats=1, model="perceptual")
-    assert result["this"]["fingerprint"] == vqcodec.load_model("perceptual").fingerprint.hex()
-    assert result["this"]["quality"] == result["baseline"]["quality"] == 5
+    perceptual = vqcodec.load_model("perceptual")
+    assert result["this"]["fingerprint"] == perceptual.fingerprint.hex()
+    assert result["this"]["quality"] == result["baseline"]["quality"] == codec.default_quality(perceptual) == 6
     assert "model perceptual" in versus.report(result)
 
 
