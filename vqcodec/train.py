@@ -632,7 +632,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                 if step == cfg.pretrain_steps and not kmeans_done:
                     event({"event": "phase", "phase": "kmeans", "step": step})
                     net.eval()
-                    kmeans_init(net, iter(loader(0, cfg.kmeans_batches, offset=10**9)),
+                    kmeans_init(net, stops.batches(loader(0, cfg.kmeans_batches, offset=10**9)),
                                 cfg.kmeans_batches, cfg.seed, device)
                     net.train()
                     kmeans_done = True
