@@ -44,11 +44,11 @@ def _phase_text(m: dict[str, Any], cfg: TrainConfig) -> str:
     """What a phase does, in a few words."""
     phase, step = m["phase"], m["step"]
     if phase == "pretrain":
-        return f"steps {step + 1}-{cfg.pretrain_steps}, the autoencoder without quantization"
+        return f"steps {step + 1}-{cfg.pretrain_steps}, the autoencoder without quantization ({cfg.loss} loss)"
     if phase == "kmeans":
         return "initialising the codebooks by k-means on encoder outputs"
     if phase == "train":
-        return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout"
+        return f"steps {step + 1}-{cfg.steps}, quantized, with quantizer dropout ({cfg.loss} loss)"
     if phase == "coding":
         return (f"coding the {m['images']} training images whole at {cfg.cached_codes} qualities each, "
                 f"{describe(cfg.effort, cfg.loss)}")
@@ -149,8 +149,10 @@ def train(
              "each step. Encoder, codebooks and prior stay as they are, so the new model reads every file the "
              "--init model wrote; no prior is fitted.")] = False,
     loss: Annotated[str, typer.Option(
-        help="Decoder loss with --decoder-only: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model; "
-             "needs --crop 161 or more).")] = "mse",
+        help="What the model is trained for: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model; needs "
+             "--crop 161 or more). The whole recipe (e.g. --init MODEL --loss ms-ssim --priced: encoder, "
+             "codebooks and decoder, then a new prior), or with --decoder-only the decoder alone; the model "
+             "declares it, and compress refines its latents for it.")] = "mse",
     decoder_channels: Annotated[str, typer.Option(
         help="The decoder's widths per scale, finest first, comma-separated (e.g. 32,64,128); empty: the "
              "encoder's mirrored. With --decoder-only --init MODEL, a narrower decoder than MODEL's starts from "
@@ -205,8 +207,8 @@ def train(
 
     Example: vqcodec train --data photos/ --val val/ --steps 200 --out m.safetensors
 
-    With --decoder-only --init MODEL, only MODEL's decoder is fine-tuned, on the codes compress
-    writes (its stages, rate weights and prior), with --loss mse or ms-ssim. With --encoder-only
+    --loss ms-ssim trains for MS-SSIM instead of MSE. With --decoder-only --init MODEL, only MODEL's
+    decoder is fine-tuned, on the codes compress writes (its stages, rate weights and prior). With --encoder-only
     --init MODEL --encoder-channels W, a narrower encoder learns MODEL's latents.
     """
     from vqcodec.model import ModelConfig  # here, so other commands start without torch

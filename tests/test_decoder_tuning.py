@@ -180,7 +180,7 @@ def test_other_rate_weights_are_stored_and_their_codes_still_decode(folder: Path
 
 @pytest.mark.parametrize("changes, message", [
     (dict(init=None), "give it with --init"),
-    (dict(decoder_only=False, loss="ms-ssim"), "for --decoder-only runs"),
+    (dict(decoder_only=False, encoder_only=True, encoder_channels=(8,), loss="ms-ssim"), "not for --encoder-only"),
     (dict(loss="ms-ssim", crop=128), "--crop 161 or more"),
     (dict(loss="l1"), "--loss must be one of"),
     (dict(decoder_only=False, effort=0), "--effort is for --decoder-only runs"),
@@ -193,9 +193,9 @@ def test_config_refuses_what_cannot_run(folder: Path, start_path: Path, tmp_path
 
 
 def test_cli_usage_errors_are_one_line(folder: Path, tmp_path: Path) -> None:
-    for extra in (["--decoder-only"], ["--loss", "ms-ssim"], ["--effort", "0"]):
+    for extra in (["--decoder-only"], ["--loss", "ms-ssim", "--crop", "128"], ["--effort", "0"]):
         result = run("train", "--data", folder, "--out", tmp_path / "m.safetensors", *extra)
-        assert result.returncode == 2 and ("--init" in result.stderr or "--decoder-only" in result.stderr)
+        assert result.returncode == 2 and any(word in result.stderr for word in ("--init", "--decoder-only", "--crop"))
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "m.safetensors").exists()
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from pytorch_msssim import ms_ssim
 
-from tests.conftest import TINY, noise_image
+from tests.conftest import TINY, noise_image, synthetic_image
 from vqcodec import codec
-from vqcodec.train import TrainConfig, load_checkpoint, train
+from vqcodec.train import TrainConfig, joint_distortion, load_checkpoint, train
 from vqcodec.zoo import load_model
 
 
@@ -405,3 +406,42 @@ def test_bfloat16_steps_train_the_networks_and_keep_the_quantizer_float32(folder
 def test_precision_is_checked(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--precision"):
         config(folder, tmp_path / "m.safetensors", precision="float16")
+
+
+def test_the_recipe_trains_for_ms_ssim_and_the_model_declares_it(tmp_path: Path) -> None:
+    """`--loss ms-ssim` in the whole recipe: pretraining and joint steps follow MS-SSIM, validation logs it at
+    every quality, and the model declares it (so compress refines its latents for MS-SSIM)."""
+    from dataclasses import replace
+
+    big = tmp_path / "big"
+    big.mkdir()
+    for seed in (0, 1):
+        synthetic_image(size=(200, 180), seed=seed).save(big / f"p{seed}.png")
+    cfg = config(big, tmp_path / "p.safetensors", loss="ms-ssim", crop=168, steps=4, pretrain_steps=2,
+                 kmeans_batches=2, val_every=4, val_images=1)
+    train(cfg)
+    records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
+    val = [r for r in records if "val_msssim" in r][-1]
+    assert len(val["val_msssim"]) == len(val["val_psnr"]) == TINY.num_stages
+    assert all(0 < v <= 1 for v in val["val_msssim"])
+    assert all(r["loss"] >= r["mse"] for r in records if "loss" in r)  # the term's value is the MSE
+    assert load_model(cfg.out).config.distortion == "ms-ssim"
+    assert load_model(cfg.out).config == replace(TINY, distortion="ms-ssim")
+
+
+def test_the_joint_ms_ssim_term_is_the_mse_in_value_and_log_ms_ssim_in_direction() -> None:
+    """The term scales 1 - MS-SSIM to the step's MSE: its value is the MSE, its gradient MSE times that of
+    log(1 - MS-SSIM), so the MSE recipe's learning rate and commitment weight keep their scale."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 168, 168)
+    recon = (x + 0.05 * torch.randn_like(x)).requires_grad_(True)
+    mse = F.mse_loss(recon, x)
+    term = joint_distortion("ms-ssim", recon, x, mse)
+    assert float(term.detach()) == pytest.approx(float(mse.detach()), rel=1e-5)
+    (grad,) = torch.autograd.grad(term, recon)
+    ref = recon.detach().clone().requires_grad_(True)
+    log_d = torch.log(1 - ms_ssim(ref, x, data_range=1.0))
+    (want,) = torch.autograd.grad(log_d, ref)
+    want = float(mse.detach()) * want
+    assert float(torch.linalg.vector_norm(grad - want) / torch.linalg.vector_norm(want)) < 1e-4
+    assert joint_distortion("mse", recon, x, mse) is mse

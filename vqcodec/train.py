@@ -6,9 +6,9 @@ prior fitting.
 1. Pretrain encoder and decoder as a plain autoencoder (no quantization).
 2. Initialise every residual stage's codebook by MiniBatchKMeans on encoder outputs
    (stage s on the residuals left by stages < s) gathered from many batches.
-3. Train jointly: MSE + commitment loss, EMA codebooks, restart of dead codes, and
-   quantizer dropout (a random number of stages per step) so that every prefix of
-   stages decodes well: that prefix length is the codec's quality.
+3. Train jointly: MSE (or MS-SSIM, `joint_distortion`) + commitment loss, EMA codebooks,
+   restart of dead codes, and quantizer dropout (a random number of stages per step) so that
+   every prefix of stages decodes well: that prefix length is the codec's quality.
 4. Fit the entropy prior (stage contexts, see `vqcodec.entropy.ContextPrior`) on the
    index statistics of the training images, each seen in `prior_views` shifted and mirrored
    views (by default as many as the run's length pays for, see `auto_prior_views`), export.
@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
+from pytorch_msssim import ms_ssim
 from sklearn.cluster import MiniBatchKMeans
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -51,8 +52,9 @@ from vqcodec.zoo import CodecModel, load_model, save_model
 
 
 LOSSES = DISTORTIONS
-"""Decoder losses of a decoder-only run: mean squared error, or 1 - MS-SSIM (pytorch-msssim, 5 scales),
-both taken in the logarithm (`decoder_tuning.loss_of`); the tuned model declares it as its `distortion`."""
+"""Training losses: mean squared error, or 1 - MS-SSIM (pytorch-msssim, 5 scales). A decoder-only run takes
+either in the logarithm (`decoder_tuning.loss_of`), the joint phase as `joint_distortion`; the trained model
+declares it as its `distortion`."""
 PRECISIONS = ("float32", "bfloat16")
 """The arithmetic of a training step's encoder and decoder passes (`TrainConfig.precision`)."""
 MSSSIM_MIN_SIDE = 161
@@ -96,7 +98,8 @@ class TrainConfig:
     decoder_only: bool = False
     """Fine-tune only the decoder of `init` on the codes `compress` writes (`vqcodec.decoder_tuning`)."""
     loss: str = "mse"
-    """Decoder loss of a `decoder_only` run (`LOSSES`); the full recipe trains on MSE."""
+    """What the decoder (a `decoder_only` run) or the whole network (the recipe's phases) is trained for
+    (`LOSSES`); the model declares it as its `distortion`."""
     effort: int | None = None
     """Encoder effort (`vqcodec.effort`) of the codes a `decoder_only` run trains on; None: `compress`'s default."""
     top_decoder_from: int = 0
@@ -148,8 +151,8 @@ class TrainConfig:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.loss != "mse" and not self.decoder_only:
-            raise ValueError(f"--loss {self.loss} is for --decoder-only runs; the full recipe trains on MSE")
+        if self.loss != "mse" and self.encoder_only:
+            raise ValueError(f"--loss {self.loss} is not for --encoder-only runs: they distil latents")
         if self.loss == "ms-ssim" and self.crop < MSSSIM_MIN_SIDE:
             raise ValueError(f"--loss ms-ssim needs --crop {MSSSIM_MIN_SIDE} or more (five scales of an 11-pixel window)")
         if self.decoder_only and self.init is None:
@@ -515,8 +518,9 @@ def _image_pixels(files: list[Path]) -> int:
 
 @torch.no_grad()
 def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
-             penalty: Penalty | None = None) -> dict[str, Any]:
-    """PSNR and real entropy-coded bpp at every quality on validation images.
+             penalty: Penalty | None = None, loss: str = "mse") -> dict[str, Any]:
+    """PSNR and real entropy-coded bpp at every quality on validation images, and for an "ms-ssim" run
+    MS-SSIM over the images large enough for it (`MSSSIM_MIN_SIDE`).
 
     The prior is the EMA usage of each code, which tracks the training statistics. Codes are nearest, or
     priced by `penalty` in a `priced` run, so that validation measures the codes that run trains on.
@@ -525,21 +529,28 @@ def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
     counts = np.stack([np.rint(s.cluster_size.cpu().numpy() * 100).astype(np.int64) for s in net.quantizer.stages])
     prior = FrequencyPrior.fit(np.maximum(counts, 0))
     mse = np.zeros(cfg.num_stages)
+    msssim = np.zeros(cfg.num_stages)
     bits = np.zeros(cfg.num_stages)
     pixels = 0
-    for img in images:
-        x = center_crop_to_stride(img, cfg.stride).to(device)
+    crops = [center_crop_to_stride(img, cfg.stride).to(device) for img in images]
+    large = sum(min(x.shape[-2:]) >= MSSSIM_MIN_SIDE for x in crops) if loss == "ms-ssim" else 0
+    for x in crops:
         idx = net.encode(x, penalty=penalty)
         pixels += x.shape[-1] * x.shape[-2]
         for s in range(cfg.num_stages):
             bits[s] += 8 * len(prior.encode(idx[0, s].cpu().numpy(), s))
-            y = net.decode(idx[:, : s + 1])
-            mse[s] += F.mse_loss(torch.round(y * 255) / 255, x).item() / len(images)
+            y = torch.round(net.decode(idx[:, : s + 1]) * 255) / 255
+            mse[s] += F.mse_loss(y, x).item() / len(crops)
+            if large and min(x.shape[-2:]) >= MSSSIM_MIN_SIDE:
+                msssim[s] += ms_ssim(y, x, data_range=1.0).item() / large
     cum_bpp = np.cumsum(bits) / pixels
-    return {
+    out: dict[str, Any] = {
         "val_psnr": [round(psnr(m), 3) for m in mse],
         "val_bpp": [round(float(b), 4) for b in cum_bpp],
     }
+    if large:
+        out["val_msssim"] = [round(float(v), 5) for v in msssim]
+    return out
 
 
 # ---------------------------------------------------------------- the loop
@@ -568,6 +579,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     start_model = load_model(cfg.init) if cfg.init is not None else None
     if start_model is not None:
         cfg.model = _inherit(cfg.model, start_model.config, bool(cfg.encoder_channels))
+    cfg.model = replace(cfg.model, distortion=cfg.loss)
 
     def event(record: dict[str, Any]) -> None:
         if on_step is not None:
@@ -644,7 +656,7 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
                 if rank.main:
                     if cfg.val and (step % cfg.val_every == 0 or step == cfg.steps) and kmeans_done:
                         net.eval()
-                        metrics.update(validate(net, val_images, device, penalty))
+                        metrics.update(validate(net, val_images, device, penalty, cfg.loss))
                         net.train()
                     write_log(cfg.log, metrics)
                     if step % cfg.checkpoint_every == 0 or step == cfg.steps:
@@ -682,6 +694,19 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     return net
 
 
+def joint_distortion(loss: str, recon: torch.Tensor, x: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
+    """The distortion term of a joint step for `loss`, beside the commitment loss: the MSE itself, or for
+    "ms-ssim" D = 1 - MS-SSIM scaled by the step's MSE / D (constants in the gradient).
+
+    Its value is the MSE and its gradient MSE times that of log D: the step follows MS-SSIM, at the size the
+    recipe's learning rate and commitment weight (beta) were set for on MSE; log D weighs each step's
+    quality alike, as `decoder_tuning.loss_of` does."""
+    if loss == "mse":
+        return mse
+    d = 1.0 - ms_ssim(recon, x, data_range=1.0, size_average=True)
+    return d * (mse / d).detach()
+
+
 def _train_step(model: torch.nn.Module, net: VQVAE, opt: torch.optim.Optimizer, x: torch.Tensor,
                 step: int, cfg: TrainConfig, penalty: Penalty | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
@@ -690,8 +715,9 @@ def _train_step(model: torch.nn.Module, net: VQVAE, opt: torch.optim.Optimizer, 
         group["lr"] = lr_at(step, cfg)
     with autocast(cfg, x.device):
         recon, q = model(x, n_stages, penalty)
+    recon = recon.float()
     mse = F.mse_loss(recon, x)
-    loss = mse + q.commitment_loss
+    loss = joint_distortion(cfg.loss, recon, x, mse) + q.commitment_loss
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
