@@ -290,14 +290,15 @@ def test_files_of_perceptual_ids_3_to_14_decode_with_today_s(kodak_crop, quality
     """Short id 7 is short id 3 saved without the codebooks' EMA sums (training state), 12 is id 7 with quality
     1 coding the image shrunk (`vqcodec qualities`), 14 is id 12 declared an MS-SSIM model, 15 is id 14 with its
     prior counted again under lighter rate weights (`fit-prior --keep-reading`) and its networks stored as
-    float16, and today's (16) is id 15 with qualities 1-4 coding the image shrunk (`vqcodec qualities`). Ids 15
-    and 16 write other streams, and read theirs with id 14's prior, which they carry: a file
+    float16, 16 is id 15 with qualities 1-4 coding the image shrunk (`vqcodec qualities`), and today's (17) is id 16
+    with qualities 1-5 coding it shrunk. Ids 15-17 write other streams, and read theirs with id 14's prior, which
+    they carry: a file
     that vqcodec 0.13.0 wrote of `kodak_crop` (`tests/golden`) decodes to 0.13.0's PSNR within float16's
     rounding (a wrong prior gives noise or an error), and the same streams naming ids 3, 7 and 12 to the same
     pixels."""
     perceptual = load_model("perceptual")
-    assert perceptual.fingerprint == container.SHIPPED_MODELS[16] and perceptual.config.distortion == "ms-ssim"
-    assert perceptual.decodes[:5] == tuple(container.SHIPPED_MODELS[i] for i in (15, 14, 12, 7, 3))
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[17] and perceptual.config.distortion == "ms-ssim"
+    assert perceptual.decodes[:6] == tuple(container.SHIPPED_MODELS[i] for i in (16, 15, 14, 12, 7, 3))
     data = (GOLDEN / f"perceptual-id14-q{quality}.vqz").read_bytes()
     assert container.read_header(data).model_id == container.SHIPPED_MODELS[14]
     now = codec.decompress(data)
@@ -315,9 +316,9 @@ PSNR_014 = {4: 36.870, 8: 38.864}
 @pytest.mark.parametrize("quality", [4, 8])
 def test_files_of_perceptual_id_15_decode_with_today_s_and_with_a_model_made_from_it(kodak_crop, tmp_path: Path,
                                                                                     quality: int) -> None:
-    """Id 15 carries id 14's prior for the older files and codes its own with its own prior; id 16 (id 15 with
-    other reduced qualities, `vqcodec qualities`) keeps both. A model made from today's that keeps its prior
-    (`CodecModel.lineage`: a decoder fine-tune, more stages) must read the files of ids 16 and 15 with that
+    """Id 15 carries id 14's prior for the older files and codes its own with its own prior; ids 16 and 17 (id 15
+    with other reduced qualities, `vqcodec qualities`) keep both. A model made from today's that keeps its prior
+    (`CodecModel.lineage`: a decoder fine-tune, more stages) must read the files of ids 17, 16 and 15 with that
     prior and id 14's with the carried one: here the same network saved as such a model decodes files that
     vqcodec 0.14.0 wrote with id 15 and 0.13.0 with id 14 to today's pixels."""
     perceptual = load_model("perceptual")
@@ -329,7 +330,28 @@ def test_files_of_perceptual_id_15_decode_with_today_s_and_with_a_model_made_fro
     made = tmp_path / "made.safetensors"
     save_model(perceptual.net, perceptual.prior, made, perceptual.rate_weights, *perceptual.lineage)
     child = load_model(made)
-    assert perceptual.decodes[0] == container.SHIPPED_MODELS[15] and perceptual.own_prior_decodes == 1
-    assert child.decodes[0] == perceptual.fingerprint and child.own_prior_decodes == 2
+    assert perceptual.decodes[:2] == (container.SHIPPED_MODELS[16], container.SHIPPED_MODELS[15])
+    assert perceptual.own_prior_decodes == 2
+    assert child.decodes[0] == perceptual.fingerprint and child.own_prior_decodes == 3
     assert codec.decompress(ours, child).tobytes() == now.tobytes()
     assert codec.decompress(theirs, child).tobytes() == codec.decompress(theirs).tobytes()
+
+
+PSNR_015 = {1: 31.596, 8: 38.602}
+"""PSNR (dB) against `kodak_crop` of `tests/golden/perceptual-id16-q{1,8}.vqz` as vqcodec 0.15.0 decoded them."""
+
+
+@pytest.mark.parametrize("quality", [1, 8])
+def test_files_of_perceptual_id_16_decode_with_today_s(kodak_crop, quality: int) -> None:
+    """Id 17 is id 16 with one more quality shrunk below its others (`vqcodec qualities`): the same weights and
+    prior, so it reads id 16's files with its own prior, a shrunk one (quality 1: 3 stages of the image shrunk by
+    2) and a full-size one (quality 8: 7 stages), to the pixels vqcodec 0.15.0 decoded; and today's quality 2 codes
+    what id 16's quality 1 coded (the same stages of the same shrunk image)."""
+    data = (GOLDEN / f"perceptual-id16-q{quality}.vqz").read_bytes()
+    assert container.read_header(data).model_id == container.SHIPPED_MODELS[16]
+    now = codec.decompress(data)
+    assert psnr(np.asarray(kodak_crop), np.asarray(now)) == pytest.approx(PSNR_015[quality], abs=0.01)
+    if quality == 1:
+        perceptual = load_model("perceptual")
+        ours, theirs = (container.read_header(d) for d in (codec.compress(kodak_crop, perceptual, 2, effort=0), data))
+        assert (ours.stages, ours.reduced) == (theirs.stages, theirs.reduced) == (3, (64, 48))

@@ -114,15 +114,15 @@ def test_the_default_effort_rises_with_the_stages_a_quality_codes() -> None:
     assert check_effort(None) is None
 
 
-def test_an_ms_ssim_model_searches_wide_but_at_its_default_quality() -> None:
-    """`perceptual` (5 stages by default) keeps level 1 there, and searches at level 3 or more elsewhere."""
+def test_an_ms_ssim_model_searches_widest_but_at_its_default_quality() -> None:
+    """`perceptual` (5 stages by default) searches at level 3 there, and at level 4 elsewhere."""
     assert set(DEFAULT_EFFORTS) == set(DISTORTIONS)
     levels = [default_effort(stages, "ms-ssim") for stages in range(1, 30)]
-    assert levels[4] == default_effort(5) == 1
-    assert min(levels[:4] + levels[5:]) >= 3 and levels[5:] == [default_effort(k) for k in range(6, 30)]
-    assert describe_default("ms-ssim") == ("level 3 (a beam of 8) up to 4 stages, 1 (a beam of 2) at 5, "
-                                           "3 (a beam of 8) from 6, 4 (a beam of 16) from 16")
-    assert effort_for(None, 4, "ms-ssim") == 3 and effort_for(0, 4, "ms-ssim") == 0
+    assert levels[4] == 3 > default_effort(5)
+    assert set(levels[:4] + levels[5:]) == {len(EFFORT_BEAMS) - 1}
+    assert describe_default("ms-ssim") == ("level 4 (a beam of 16) up to 4 stages, 3 (a beam of 8) at 5, "
+                                           "4 (a beam of 16) from 6")
+    assert effort_for(None, 4, "ms-ssim") == 4 and effort_for(0, 4, "ms-ssim") == 0
     with pytest.raises(ArgumentError, match="no default effort for distortion 'lpips'"):
         default_effort(3, "lpips")
 

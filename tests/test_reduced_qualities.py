@@ -167,16 +167,17 @@ def test_the_ladder_is_described_in_one_line(reduced_model: CodecModel, tiny_mod
     assert ladder.describe(tiny_model) == "qualities 1-3: that many stages"
 
 
-def test_perceptual_codes_its_four_lowest_qualities_shrunk_and_keeps_its_default_level(kodak_crop: Image.Image) -> None:
-    """`perceptual` short id 16 (vqcodec 0.15.0) is id 15 with reduced qualities 2:3, 2:4, 1.5:4, 1.5:6 under its
-    full-size ones from 4 stages (chosen on BSDS500 val, its card): the default stays 5 stages at full size,
-    now quality 6, and the lowest quality spends fewer bytes than the next on the same image."""
+def test_perceptual_codes_its_five_lowest_qualities_shrunk_and_keeps_its_default_level(kodak_crop: Image.Image) -> None:
+    """`perceptual` short id 17 (vqcodec 0.16.0) is id 15 with reduced qualities 2:2, 2:3, 2:4, 1.5:4, 1.5:6 under
+    its full-size ones from 4 stages (chosen on BSDS500 val, its card): the default stays 5 stages at full size,
+    now quality 7, and each of the lowest qualities spends fewer bytes than the next on the same image."""
     perceptual = load_model("perceptual")
     levels = codec.quality_levels(perceptual)
-    assert [(lv.stages, lv.shrink) for lv in levels[:5]] == [(3, 2.0), (4, 2.0), (4, 1.5), (6, 1.5), (4, 1.0)]
-    assert len(levels) == 11 and codec.default_quality(perceptual) == 6
-    assert (levels[5].stages, levels[5].shrink, levels[5].scale) == (5, 1.0, 1.0)
-    sizes = [len(codec.compress(kodak_crop, perceptual, q, refine_steps=0, effort=1)) for q in (1, 2)]
-    assert sizes[0] < sizes[1]
-    header = container.read_header(codec.compress(kodak_crop, perceptual, 4, refine_steps=0, effort=1))
+    assert [(lv.stages, lv.shrink) for lv in levels[:6]] == [(2, 2.0), (3, 2.0), (4, 2.0), (4, 1.5), (6, 1.5),
+                                                             (4, 1.0)]
+    assert len(levels) == 12 and codec.default_quality(perceptual) == 7
+    assert (levels[6].stages, levels[6].shrink, levels[6].scale) == (5, 1.0, 1.0)
+    sizes = [len(codec.compress(kodak_crop, perceptual, q, refine_steps=0, effort=1)) for q in (1, 2, 3)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    header = container.read_header(codec.compress(kodak_crop, perceptual, 5, refine_steps=0, effort=1))
     assert header.stages == 6 and header.reduced == codec.coded_size(*kodak_crop.size, 1.5)

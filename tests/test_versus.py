@@ -29,7 +29,7 @@ def test_speed_of_another_shipped_model(tmp_path) -> None:  # noqa: ANN001
     result = versus.compare(sys.executable, image, threads=1, rounds=1, repeats=1, model="perceptual")
     perceptual = vqcodec.load_model("perceptual")
     assert result["this"]["fingerprint"] == perceptual.fingerprint.hex()
-    assert result["this"]["quality"] == result["baseline"]["quality"] == codec.default_quality(perceptual) == 6
+    assert result["this"]["quality"] == result["baseline"]["quality"] == codec.default_quality(perceptual) == 7
     assert "model perceptual" in versus.report(result)
 
 

@@ -71,6 +71,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     14: bytes.fromhex("0c0f1c8d7bf8867e5d12e20aa535349eb38294d4accec8a3ff737af254ed74ca"),  # perceptual, refined for MS-SSIM
     15: bytes.fromhex("0df85a820255cf987066ce8acbf6af88bd9f991ad30a32f43d7544ffb7e94f5c"),  # perceptual, prior counted again
     16: bytes.fromhex("5fdc839a50ac746abb018f90aefddc7410ac12eccaf0e23cb37ae6a6f8d28b10"),  # perceptual, shrunk 1-4
+    17: bytes.fromhex("1401a504730bec1fd0b427f925b065a36bb4efd0ff5dd83e8beb53e1a8ab6dae"),  # perceptual, shrunk 1-5
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
@@ -81,8 +82,8 @@ SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()
 LAST_SHIPPED_IN: dict[int, str] = {4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 8: "0.1.0"}
 """The last vqcodec release that ships a model no longer shipped, by short id, for models whose files no
 shipped model reads (a retrained model writes other streams): decompressing such a file says which release
-to use. Ids 1, 2, 3, 7, 12 and 14 are read by `perceptual` (short id 16, with their prior, which it carries), id 15
-by the same model with its own prior."""
+to use. Ids 1, 2, 3, 7, 12 and 14 are read by `perceptual` (short id 17, with their prior, which it carries), ids 15
+and 16 by the same model with its own prior."""
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
 MAX_STAGES = 255

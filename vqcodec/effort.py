@@ -29,7 +29,7 @@ Schedule = tuple[tuple[int, int], ...]
 
 DEFAULT_EFFORTS: dict[str, Schedule] = {
     "mse": ((1, 1), (6, 3), (16, 4)),
-    "ms-ssim": ((1, 3), (5, 1), (6, 3), (16, 4)),
+    "ms-ssim": ((1, 4), (5, 3), (6, 4)),
 }
 """The level `compress` uses when none is given, for a model of each `ModelConfig.distortion`, by how many
 stages a quality codes. A beam finds more the more stages it searches together, and costs time in proportion
@@ -62,12 +62,25 @@ to them.
   -2.8% against level 1 everywhere on the first 16 images, and on Kodak moved the same model from +5.2% to
   +2.7% BD-rate against WebP.
 
-"ms-ssim" (`perceptual`): level 3 at every quality but 5 stages, `perceptual`'s default quality, which keeps level
-1 and its time (vqcodec 0.13.0). In MS-SSIM a wider beam buys more at few stages than in PSNR: on the first 8
-BSDS500 val images, level 3 against 1 gained 0.09-0.16 dB of MS-SSIM at qualities 2-5 for -0.7% to +1.2% bits
-(compress 2 times slower), and together with refinement and adaptive coding at qualities 1-4
-(`latent_refinement.SCHEDULES`, `entropy.adaptive.ADAPTIVE_FROM`) 0.13-0.26 dB (docs/benchmarks.md, "Low
-qualities of an MS-SSIM model")."""
+"ms-ssim" (`perceptual`): level 4 at every quality but 5 stages, `perceptual`'s default quality, which has level 3
+(vqcodec 0.16.0; 0.13.0-0.15.0: level 3, and level 1 at the default). In MS-SSIM a wider beam buys more than in
+PSNR, and at the qualities whose latents are refined (`latent_refinement.SCHEDULES`) the refinement, not the
+search, takes most of the time. On BSDS500 val images 17-24 (bits against AVIF's at the same MS-SSIM on those
+images, AVIF speed 6; docs/benchmarks.md, "Wider searches and a quality under 0.08 bpp for
+`perceptual`"):
+
+- level 4 against 3 at the refined qualities: 1.2-1.7% fewer at 6-8 stages and the two lighter-priced qualities,
+  0.6% at 4 stages, -0.1% to 1.0% at the shrunk ones, at about the same compress time (within the timing's
+  noise, 10% either way, the refinement taking most of it);
+- at the default (5 stages, not refined, for speed): level 3 against 1 3.4% fewer (+0.18 dB of MS-SSIM for the
+  same bits; +0.19 dB on val images 1-8) for 2.1 times the compress time there, and 2.75 times for a 768x512
+  Kodak image (263 against 95 ms, one thread; on Kodak the default went from 1.20 to 1.14 times AVIF's bits);
+  level 4 another 0.6% fewer for 2 times more, so the default stays at 3.
+
+Before (vqcodec 0.13.0), on the first 8 val images, level 3 against 1 had gained 0.09-0.16 dB of MS-SSIM at
+qualities 2-5 for -0.7% to +1.2% bits, and with refinement and adaptive coding at qualities 1-4 0.13-0.26 dB
+(docs/benchmarks.md, "Low qualities of an MS-SSIM model"). A beam of 32 (not a level) was another 0.2-0.9% fewer
+bits than 16 at 4-8 stages for 13-25% more time there: not taken."""
 
 
 def by_stages(schedule: Schedule, stages: int) -> int:
