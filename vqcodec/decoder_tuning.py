@@ -44,7 +44,7 @@ from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
 from vqcodec.widening import widen_decoder
 from vqcodec.step_loop import run_steps
-from vqcodec.train import (MSSSIM_MIN_SIDE, TrainConfig, autocast, center_crop_to_stride, load_checkpoint, lr_at,
+from vqcodec.train import (QualityScores, TrainConfig, autocast, center_crop_to_stride, load_checkpoint, lr_at,
                            pick_device, psnr, truncate_log, write_log)
 from vqcodec.zoo import CodecModel, load_model, save_model
 
@@ -112,20 +112,13 @@ def validate(net: VQVAE, codes: CompressCodes, images: list[np.ndarray], device:
     """PSNR at every `compress` quality on validation images (8-bit rounded reconstructions), and MS-SSIM
     over those images large enough for it (`MSSSIM_MIN_SIDE`; absent when none is)."""
     n = len(codes.levels)
-    mse, msssim = np.zeros(n), np.zeros(n)
     crops = [center_crop_to_stride(img, net.config.stride).to(device) for img in images]
-    large = sum(min(x.shape[-2:]) >= MSSSIM_MIN_SIDE for x in crops)
+    scores = QualityScores(n, crops)
     for x in crops:
         for q in range(1, n + 1):
             latents = codes.latents(net, x, q)
-            y = torch.round(net.reconstruct(latents, codes.levels[q - 1][0]).clamp(0, 1) * 255) / 255
-            mse[q - 1] += F.mse_loss(y, x).item() / len(crops)
-            if min(x.shape[-2:]) >= MSSSIM_MIN_SIDE:
-                msssim[q - 1] += ms_ssim(y, x, data_range=1.0).item() / large
-    out: dict[str, Any] = {"val_psnr": [round(psnr(m), 3) for m in mse]}
-    if large:
-        out["val_msssim"] = [round(float(s), 5) for s in msssim]
-    return out
+            scores.add(q, torch.round(net.reconstruct(latents, codes.levels[q - 1][0]).clamp(0, 1) * 255) / 255, x)
+    return scores.record()
 
 
 def _freeze_all_but(net: VQVAE, decoder: torch.nn.Module) -> None:

@@ -516,6 +516,29 @@ def _image_pixels(files: list[Path]) -> int:
     return total
 
 
+class QualityScores:
+    """PSNR at each of `qualities` over validation crops, and with `msssim` MS-SSIM over the crops large enough
+    for it (`MSSSIM_MIN_SIDE`): what the validations of every training mode log."""
+
+    def __init__(self, qualities: int, crops: list[torch.Tensor], msssim: bool = True) -> None:
+        self.mse, self.msssim = np.zeros(qualities), np.zeros(qualities)
+        self.count = len(crops)
+        self.large = sum(min(x.shape[-2:]) >= MSSSIM_MIN_SIDE for x in crops) if msssim else 0
+
+    def add(self, quality: int, y: torch.Tensor, x: torch.Tensor) -> None:
+        """Score `y`, the 8-bit rounded reconstruction at `quality` (1-based), of crop `x`."""
+        self.mse[quality - 1] += F.mse_loss(y, x).item() / self.count
+        if self.large and min(x.shape[-2:]) >= MSSSIM_MIN_SIDE:
+            self.msssim[quality - 1] += ms_ssim(y, x, data_range=1.0).item() / self.large
+
+    def record(self) -> dict[str, Any]:
+        """"val_psnr" per quality, and "val_msssim" where any crop was scored for it."""
+        out: dict[str, Any] = {"val_psnr": [round(psnr(m), 3) for m in self.mse]}
+        if self.large:
+            out["val_msssim"] = [round(float(v), 5) for v in self.msssim]
+        return out
+
+
 @torch.no_grad()
 def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
              penalty: Penalty | None = None, loss: str = "mse") -> dict[str, Any]:
@@ -528,29 +551,18 @@ def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
     cfg = net.config
     counts = np.stack([np.rint(s.cluster_size.cpu().numpy() * 100).astype(np.int64) for s in net.quantizer.stages])
     prior = FrequencyPrior.fit(np.maximum(counts, 0))
-    mse = np.zeros(cfg.num_stages)
-    msssim = np.zeros(cfg.num_stages)
     bits = np.zeros(cfg.num_stages)
     pixels = 0
     crops = [center_crop_to_stride(img, cfg.stride).to(device) for img in images]
-    large = sum(min(x.shape[-2:]) >= MSSSIM_MIN_SIDE for x in crops) if loss == "ms-ssim" else 0
+    scores = QualityScores(cfg.num_stages, crops, msssim=loss == "ms-ssim")
     for x in crops:
         idx = net.encode(x, penalty=penalty)
         pixels += x.shape[-1] * x.shape[-2]
         for s in range(cfg.num_stages):
             bits[s] += 8 * len(prior.encode(idx[0, s].cpu().numpy(), s))
-            y = torch.round(net.decode(idx[:, : s + 1]) * 255) / 255
-            mse[s] += F.mse_loss(y, x).item() / len(crops)
-            if large and min(x.shape[-2:]) >= MSSSIM_MIN_SIDE:
-                msssim[s] += ms_ssim(y, x, data_range=1.0).item() / large
+            scores.add(s + 1, torch.round(net.decode(idx[:, : s + 1]) * 255) / 255, x)
     cum_bpp = np.cumsum(bits) / pixels
-    out: dict[str, Any] = {
-        "val_psnr": [round(psnr(m), 3) for m in mse],
-        "val_bpp": [round(float(b), 4) for b in cum_bpp],
-    }
-    if large:
-        out["val_msssim"] = [round(float(v), 5) for v in msssim]
-    return out
+    return {**scores.record(), "val_bpp": [round(float(b), 4) for b in cum_bpp]}
 
 
 # ---------------------------------------------------------------- the loop
