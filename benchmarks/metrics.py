@@ -1,4 +1,5 @@
-"""Image quality and size measures: bits per pixel, PSNR on 8-bit RGB, and MS-SSIM (pytorch-msssim)."""
+"""Image quality and size measures: bits per pixel, PSNR on 8-bit RGB, and MS-SSIM (pytorch-msssim), of the
+whole image and over the phases of its pooling (`vqcodec.grid_shift.phase_ms_ssim`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
 
-MIN_MS_SSIM_SIDE = 161
-"""Smallest image side pytorch-msssim accepts for its 5 scales with the 11-pixel window."""
+from vqcodec.grid_shift import PHASE_MIN_SIDE, phase_ms_ssim
+
+MIN_MS_SSIM_SIDE = PHASE_MIN_SIDE
+"""Smallest image side measured: MS-SSIM's 5 scales with the 11-pixel window need more than 160 pixels, on
+windows of even sides starting 1 pixel in as well."""
 
 
 def bits_per_pixel(num_bytes: int, width: int, height: int) -> float:
@@ -34,6 +38,13 @@ def as_tensor(rgb: np.ndarray) -> torch.Tensor:
 def ms_ssim(reference: torch.Tensor, decoded: np.ndarray) -> float:
     """MS-SSIM on RGB (pytorch-msssim, data_range 255) of a reference tensor (see `as_tensor`) and a decoded image."""
     return float(_ms_ssim(reference, as_tensor(decoded), data_range=255, size_average=True))
+
+
+@torch.inference_mode()
+def ms_ssim_phases(reference: torch.Tensor, decoded: np.ndarray) -> float:
+    """MS-SSIM on RGB (data_range 255) over the four phases of its 2x2 pooling (`phase_ms_ssim`): the figure an
+    image's errors cannot raise by lining up with where the whole image's pooling starts."""
+    return float(phase_ms_ssim(as_tensor(decoded), reference, data_range=255))
 
 
 def ms_ssim_db(value: float) -> float:

@@ -14,8 +14,11 @@ from typing import Any, TypeVar
 
 from vqcodec.safe_io import write_atomic
 
-SCHEMA = 1
-"""Version of the result files; part of every cache key, so a format change invalidates old files."""
+SCHEMA = 2
+"""Version of the codec result files; part of their cache keys, so a format change invalidates old files
+(2: `ms_ssim_phases`)."""
+SPEED_SCHEMA = 1
+"""Version of the speed result files, in their cache keys likewise."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class ImageResult:
     bpp: float
     psnr: float
     ms_ssim: float
+    ms_ssim_phases: float
     encode_s: float
     decode_s: float
 
@@ -40,6 +44,7 @@ class SettingResult:
     bpp: float
     psnr: float
     ms_ssim: float
+    ms_ssim_phases: float
     encode_s: float
     decode_s: float
 
@@ -47,7 +52,8 @@ class SettingResult:
     def mean_of(cls, setting: int, rows: list[ImageResult]) -> "SettingResult":
         """The per-setting summary of some per-image rows."""
         return cls(setting=setting, bpp=fmean(r.bpp for r in rows), psnr=fmean(r.psnr for r in rows),
-                   ms_ssim=fmean(r.ms_ssim for r in rows), encode_s=fmean(r.encode_s for r in rows),
+                   ms_ssim=fmean(r.ms_ssim for r in rows), ms_ssim_phases=fmean(r.ms_ssim_phases for r in rows),
+                   encode_s=fmean(r.encode_s for r in rows),
                    decode_s=fmean(r.decode_s for r in rows))
 
 

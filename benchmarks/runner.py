@@ -27,7 +27,7 @@ from vqcodec.zoo import load_model, shipped_models
 from . import results, rivals, speed
 from .codecs import Codec, registry, select
 from .environment import describe
-from .metrics import MIN_MS_SSIM_SIDE, as_tensor, bits_per_pixel, ms_ssim, psnr
+from .metrics import MIN_MS_SSIM_SIDE, as_tensor, bits_per_pixel, ms_ssim, ms_ssim_phases, psnr
 from .report import RunSummary, plot_rd, write_report
 from .results import CodecResult, ImageResult, SettingResult, SpeedResult
 
@@ -99,7 +99,7 @@ def codec_key(codec: Codec, settings: Sequence[int], images: Sequence[BenchImage
 def speed_key(codec: Codec, source: BenchImage, sizes: Sequence[tuple[int, int]], qualities: Sequence[int],
               large: Sequence[int], threads: int) -> dict[str, Any]:
     """The cache key of a speed result."""
-    return {"schema": results.SCHEMA, "codec": codec.name, "sizes": [list(s) for s in sizes],
+    return {"schema": results.SPEED_SCHEMA, "codec": codec.name, "sizes": [list(s) for s in sizes],
             "qualities": list(qualities), "large_qualities": list(large), "source": [source.name, source.sha256],
             "threads": threads,
             "rivals": {c.name: c.identity for c in rivals.rivals(threads)}, **codec.identity}
@@ -133,7 +133,9 @@ def measure_codec(codec: Codec, images: Sequence[BenchImage], settings: Sequence
             width, height = im.image.size
             current.append(ImageResult(image=im.name, setting=setting, bytes=len(data),
                                        bpp=bits_per_pixel(len(data), width, height), psnr=psnr(im.rgb, out),
-                                       ms_ssim=ms_ssim(im.reference, out), encode_s=t1 - t0, decode_s=t2 - t1))
+                                       ms_ssim=ms_ssim(im.reference, out),
+                                       ms_ssim_phases=ms_ssim_phases(im.reference, out), encode_s=t1 - t0,
+                                       decode_s=t2 - t1))
             on_step(f"{codec.name} {codec.setting_name} {setting}")
         rows += current
         summaries.append(SettingResult.mean_of(setting, current))

@@ -37,6 +37,8 @@ def _step_info(m: dict[str, Any]) -> str:
         info += f" | val q1-q{len(m['val_psnr'])} {m['val_psnr'][0]:.2f}-{m['val_psnr'][-1]:.2f} dB"
         if "val_msssim" in m:
             info += f", MS-SSIM {m['val_msssim'][0]:.4f}-{m['val_msssim'][-1]:.4f}"
+        if "val_msssim_phases" in m:
+            info += f" ({m['val_msssim_phases'][0]:.4f}-{m['val_msssim_phases'][-1]:.4f} over phases)"
     return info
 
 
@@ -149,10 +151,11 @@ def train(
              "each step. Encoder, codebooks and prior stay as they are, so the new model reads every file the "
              "--init model wrote; no prior is fitted.")] = False,
     loss: Annotated[str, typer.Option(
-        help="What the model is trained for: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model; needs "
-             "--crop 161 or more). The whole recipe (e.g. --init MODEL --loss ms-ssim --priced: encoder, "
-             "codebooks and decoder, then a new prior), or with --decoder-only the decoder alone; the model "
-             "declares it, and compress refines its latents for it.")] = "mse",
+        help="What the model is trained for: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model). The whole "
+             "recipe (e.g. --init MODEL --loss ms-ssim --priced: encoder, codebooks and decoder, then a new prior; "
+             "MS-SSIM on a window at a random offset to the code grid, so --crop 177 or more), or with "
+             "--decoder-only the decoder alone (--crop 161 or more); the model declares it, and compress "
+             "refines its latents for it.")] = "mse",
     decoder_channels: Annotated[str, typer.Option(
         help="The decoder's widths per scale, finest first, comma-separated (e.g. 32,64,128); empty: the "
              "encoder's mirrored. With --decoder-only --init MODEL, a narrower decoder than MODEL's starts from "

@@ -220,7 +220,7 @@ def test_vqcodec_variants_are_timed_at_each_models_default_quality() -> None:
     from benchmarks.results import CodecResult, SettingResult
 
     def result(name: str, qualities: int) -> CodecResult:
-        settings = [SettingResult(setting=q, bpp=0.1 * q, psnr=25.0 + q, ms_ssim=0.9 + 0.001 * q,
+        settings = [SettingResult(setting=q, bpp=0.1 * q, psnr=25.0 + q, ms_ssim=0.9 + 0.001 * q, ms_ssim_phases=0.9,
                                   encode_s=0.01 * q, decode_s=0.02 * q) for q in range(1, qualities + 1)]
         return CodecResult(name=name, description="", setting_name="quality", threads=1, key={}, settings=settings,
                            rows=[], elapsed_s=0.0, environment={})

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from pytorch_msssim import ms_ssim
 
 from tests.conftest import TINY, noise_image, synthetic_image
-from vqcodec import codec
+from vqcodec import codec, grid_shift
 from vqcodec.train import TrainConfig, joint_distortion, load_checkpoint, train
 from vqcodec.zoo import load_model
 
@@ -416,14 +415,15 @@ def test_the_recipe_trains_for_ms_ssim_and_the_model_declares_it(tmp_path: Path)
     big = tmp_path / "big"
     big.mkdir()
     for seed in (0, 1):
-        synthetic_image(size=(200, 180), seed=seed).save(big / f"p{seed}.png")
-    cfg = config(big, tmp_path / "p.safetensors", loss="ms-ssim", crop=168, steps=4, pretrain_steps=2,
+        synthetic_image(size=(200, 184), seed=seed).save(big / f"p{seed}.png")
+    cfg = config(big, tmp_path / "p.safetensors", loss="ms-ssim", crop=184, steps=4, pretrain_steps=2,
                  kmeans_batches=2, val_every=4, val_images=1)
     train(cfg)
     records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
     val = [r for r in records if "val_msssim" in r][-1]
     assert len(val["val_msssim"]) == len(val["val_psnr"]) == TINY.num_stages
     assert all(0 < v <= 1 for v in val["val_msssim"])
+    assert len(val["val_msssim_phases"]) == TINY.num_stages and all(0 < v <= 1 for v in val["val_msssim_phases"])
     assert all(r["loss"] >= r["mse"] for r in records if "loss" in r)  # the term's value is the MSE
     assert load_model(cfg.out).config.distortion == "ms-ssim"
     assert load_model(cfg.out).config == replace(TINY, distortion="ms-ssim")
@@ -431,17 +431,28 @@ def test_the_recipe_trains_for_ms_ssim_and_the_model_declares_it(tmp_path: Path)
 
 def test_the_joint_ms_ssim_term_is_the_mse_in_value_and_log_ms_ssim_in_direction() -> None:
     """The term scales 1 - MS-SSIM to the step's MSE: its value is the MSE, its gradient MSE times that of
-    log(1 - MS-SSIM), so the MSE recipe's learning rate and commitment weight keep their scale."""
+    log(1 - MS-SSIM) on a window at a random offset to the code grid, so the MSE recipe's learning rate and
+    commitment weight keep their scale and no alignment with the grid pays."""
     torch.manual_seed(0)
-    x = torch.rand(2, 3, 168, 168)
+    x = torch.rand(2, 3, 184, 184)
     recon = (x + 0.05 * torch.randn_like(x)).requires_grad_(True)
     mse = F.mse_loss(recon, x)
+    torch.manual_seed(7)
     term = joint_distortion("ms-ssim", recon, x, mse)
     assert float(term.detach()) == pytest.approx(float(mse.detach()), rel=1e-5)
     (grad,) = torch.autograd.grad(term, recon)
+    torch.manual_seed(7)
+    offset = tuple(int(v) for v in torch.randint(0, grid_shift.PERIOD, (2,)))
+    assert offset != (0, 0)
     ref = recon.detach().clone().requires_grad_(True)
-    log_d = torch.log(1 - ms_ssim(ref, x, data_range=1.0))
+    log_d = torch.log(1 - grid_shift.shifted_ms_ssim(ref, x, offset))
     (want,) = torch.autograd.grad(log_d, ref)
     want = float(mse.detach()) * want
     assert float(torch.linalg.vector_norm(grad - want) / torch.linalg.vector_norm(want)) < 1e-4
     assert joint_distortion("mse", recon, x, mse) is mse
+    assert float(grad[..., :offset[0], :].abs().sum()) == 0 and float(grad[..., offset[0], :].abs().sum()) > 0
+
+
+def test_the_whole_recipe_refuses_crops_too_small_for_a_shifted_window(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"--crop {grid_shift.MIN_SIDE} or more"):
+        config(folder, tmp_path / "m.safetensors", loss="ms-ssim", crop=176)

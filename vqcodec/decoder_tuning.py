@@ -110,7 +110,7 @@ def quality_at(step: int, seed: int, qualities: int, lowest: int = 1) -> int:
 @torch.no_grad()
 def validate(net: VQVAE, codes: CompressCodes, images: list[np.ndarray], device: torch.device) -> dict[str, Any]:
     """PSNR at every `compress` quality on validation images (8-bit rounded reconstructions), and MS-SSIM
-    over those images large enough for it (`MSSSIM_MIN_SIDE`; absent when none is)."""
+    over those images large enough for it (`train.QualityScores`; absent when none is)."""
     n = len(codes.levels)
     crops = [center_crop_to_stride(img, net.config.stride).to(device) for img in images]
     scores = QualityScores(n, crops)

@@ -40,7 +40,7 @@ from sklearn.cluster import MiniBatchKMeans
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from vqcodec import pricing
+from vqcodec import grid_shift, pricing
 from vqcodec.data import CropDataset, StepBatchSampler, find_images, read_rgb, to_tensor
 from vqcodec.effort import check_effort
 from vqcodec.entropy import ContextPrior, FrequencyPrior
@@ -155,6 +155,9 @@ class TrainConfig:
             raise ValueError(f"--loss {self.loss} is not for --encoder-only runs: they distil latents")
         if self.loss == "ms-ssim" and self.crop < MSSSIM_MIN_SIDE:
             raise ValueError(f"--loss ms-ssim needs --crop {MSSSIM_MIN_SIDE} or more (five scales of an 11-pixel window)")
+        if self.loss == "ms-ssim" and not self.decoder_only and self.crop < grid_shift.MIN_SIDE:
+            raise ValueError(f"--loss ms-ssim trains the whole model on a window shifted against the code grid: "
+                             f"give --crop {grid_shift.MIN_SIDE} or more")
         if self.decoder_only and self.init is None:
             raise ValueError("--decoder-only fine-tunes a model: give it with --init (also when resuming)")
         if self.effort is not None and not self.decoder_only:
@@ -518,24 +521,28 @@ def _image_pixels(files: list[Path]) -> int:
 
 class QualityScores:
     """PSNR at each of `qualities` over validation crops, and with `msssim` MS-SSIM over the crops large enough
-    for it (`MSSSIM_MIN_SIDE`): what the validations of every training mode log."""
+    for it (`grid_shift.PHASE_MIN_SIDE`), of the whole crop (its pooling starts on the code grid) and over the
+    phases of its pooling (`grid_shift.phase_ms_ssim`, which no alignment with the grid raises): what the
+    validations of every training mode log."""
 
     def __init__(self, qualities: int, crops: list[torch.Tensor], msssim: bool = True) -> None:
-        self.mse, self.msssim = np.zeros(qualities), np.zeros(qualities)
+        self.mse, self.msssim, self.phases = np.zeros(qualities), np.zeros(qualities), np.zeros(qualities)
         self.count = len(crops)
-        self.large = sum(min(x.shape[-2:]) >= MSSSIM_MIN_SIDE for x in crops) if msssim else 0
+        self.large = sum(min(x.shape[-2:]) >= grid_shift.PHASE_MIN_SIDE for x in crops) if msssim else 0
 
     def add(self, quality: int, y: torch.Tensor, x: torch.Tensor) -> None:
         """Score `y`, the 8-bit rounded reconstruction at `quality` (1-based), of crop `x`."""
         self.mse[quality - 1] += F.mse_loss(y, x).item() / self.count
-        if self.large and min(x.shape[-2:]) >= MSSSIM_MIN_SIDE:
+        if self.large and min(x.shape[-2:]) >= grid_shift.PHASE_MIN_SIDE:
             self.msssim[quality - 1] += ms_ssim(y, x, data_range=1.0).item() / self.large
+            self.phases[quality - 1] += grid_shift.phase_ms_ssim(y, x).item() / self.large
 
     def record(self) -> dict[str, Any]:
-        """"val_psnr" per quality, and "val_msssim" where any crop was scored for it."""
+        """"val_psnr" per quality, and "val_msssim" and "val_msssim_phases" where any crop was scored for them."""
         out: dict[str, Any] = {"val_psnr": [round(psnr(m), 3) for m in self.mse]}
         if self.large:
             out["val_msssim"] = [round(float(v), 5) for v in self.msssim]
+            out["val_msssim_phases"] = [round(float(v), 5) for v in self.phases]
         return out
 
 
@@ -543,7 +550,7 @@ class QualityScores:
 def validate(net: VQVAE, images: list[np.ndarray], device: torch.device,
              penalty: Penalty | None = None, loss: str = "mse") -> dict[str, Any]:
     """PSNR and real entropy-coded bpp at every quality on validation images, and for an "ms-ssim" run
-    MS-SSIM over the images large enough for it (`MSSSIM_MIN_SIDE`).
+    MS-SSIM over the images large enough for it (`QualityScores`).
 
     The prior is the EMA usage of each code, which tracks the training statistics. Codes are nearest, or
     priced by `penalty` in a `priced` run, so that validation measures the codes that run trains on.
@@ -708,14 +715,16 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
 
 def joint_distortion(loss: str, recon: torch.Tensor, x: torch.Tensor, mse: torch.Tensor) -> torch.Tensor:
     """The distortion term of a joint step for `loss`, beside the commitment loss: the MSE itself, or for
-    "ms-ssim" D = 1 - MS-SSIM scaled by the step's MSE / D (constants in the gradient).
+    "ms-ssim" D = 1 - MS-SSIM scaled by the step's MSE / D (constants in the gradient), MS-SSIM taken on a
+    window at a random offset to the code grid (`grid_shift`: on crops aligned to it the model learned errors
+    that only aligned pooling hides).
 
     Its value is the MSE and its gradient MSE times that of log D: the step follows MS-SSIM, at the size the
     recipe's learning rate and commitment weight (beta) were set for on MSE; log D weighs each step's
     quality alike, as `decoder_tuning.loss_of` does."""
     if loss == "mse":
         return mse
-    d = 1.0 - ms_ssim(recon, x, data_range=1.0, size_average=True)
+    d = 1.0 - grid_shift.shifted_ms_ssim(recon, x)
     return d * (mse / d).detach()
 
 
