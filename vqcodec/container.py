@@ -72,6 +72,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     15: bytes.fromhex("0df85a820255cf987066ce8acbf6af88bd9f991ad30a32f43d7544ffb7e94f5c"),  # perceptual, prior counted again
     16: bytes.fromhex("5fdc839a50ac746abb018f90aefddc7410ac12eccaf0e23cb37ae6a6f8d28b10"),  # perceptual, shrunk 1-4
     17: bytes.fromhex("1401a504730bec1fd0b427f925b065a36bb4efd0ff5dd83e8beb53e1a8ab6dae"),  # perceptual, shrunk 1-5
+    18: bytes.fromhex("938f0299f57ba9c8aaf82703ad26273f04c76fdc1a644050e6732ba3b394e11a"),  # perceptual, end to end
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
@@ -79,11 +80,12 @@ A model that ships gets the next number; a number is never reused, so a file's s
 pins the exact model (the full fingerprint is checked when the model is loaded). An id whose
 model no longer ships is read by a shipped decoder fine-tune of it, if any (`registry.find_shipped`)."""
 SHORT_IDS = {fingerprint: short for short, fingerprint in SHIPPED_MODELS.items()}
-LAST_SHIPPED_IN: dict[int, str] = {4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 8: "0.1.0"}
+LAST_SHIPPED_IN: dict[int, str] = {4: "0.1.0", 5: "0.1.0", 6: "0.1.0", 8: "0.1.0",
+                                   **{short: "0.16.0" for short in (1, 2, 3, 7, 12, 14, 15, 16, 17)}}
 """The last vqcodec release that ships a model no longer shipped, by short id, for models whose files no
 shipped model reads (a retrained model writes other streams): decompressing such a file says which release
-to use. Ids 1, 2, 3, 7, 12 and 14 are read by `perceptual` (short id 17, with their prior, which it carries), ids 15
-and 16 by the same model with its own prior."""
+to use. Ids 1, 2, 3, 7, 12 and 14-17 were read by `perceptual` until vqcodec 0.16.0, whose network (a decoder
+fine-tune of id 2) 0.17.0's `perceptual` (short id 18, trained end to end) replaced."""
 MAX_PIXELS = 1 << 28
 """Largest width x height a file may claim (about 268 megapixels)."""
 MAX_STAGES = 255

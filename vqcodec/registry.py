@@ -75,7 +75,8 @@ def _nearest(model_id: bytes) -> tuple[int, list[str]]:
     fine-tunes; (0, []) when no shipped model reads it.
 
     `PREFERRED` goes before a nearer fine-tune: files of an earlier `default` decode with today's, not with
-    a sibling tuned for another purpose (`perceptual` is one step nearer to short ids 1 and 2)."""
+    a sibling tuned for another purpose (up to vqcodec 0.16.0, `perceptual` was one step nearer to short ids 1 and
+    2)."""
     ranked = []
     for name, path in shipped_models().items():
         depth = next((i for i, f in enumerate(stated_lineage(path)) if f.startswith(model_id)), None)
