@@ -23,21 +23,25 @@ MIN_SIDE = MIN_WINDOW + PERIOD - 1
 """Smallest image side a window of `MIN_WINDOW` fits in at every offset."""
 
 
+def _even_fit(side: int, largest_offset: int) -> int:
+    """The largest even window side that fits in `side` pixels starting at any offset up to `largest_offset`."""
+    return (side - largest_offset) // 2 * 2
+
+
 def window_side(side: int) -> int:
     """The even window side that fits `side` pixels at every offset 0..PERIOD-1; ValueError under `MIN_SIDE`."""
     if side < MIN_SIDE:
         raise ValueError(f"a shifted MS-SSIM window needs sides of {MIN_SIDE} pixels or more, got {side}")
-    return (side - PERIOD + 1) // 2 * 2
+    return _even_fit(side, PERIOD - 1)
 
 
-def shifted_ms_ssim(recon: torch.Tensor, x: torch.Tensor, offset: tuple[int, int] | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def shifted_ms_ssim(recon: torch.Tensor, x: torch.Tensor, offset: tuple[int, int] | None = None) -> torch.Tensor:
     """MS-SSIM (data range 1, batch mean) of `recon` against `x`, (N, C, H, W), over a window of even sides
-    (`window_side`) starting `offset` (rows, columns) pixels in, each 0..PERIOD-1; drawn from `generator`
-    (or torch's default) when not given."""
+    (`window_side`) starting `offset` (rows, columns) pixels in, each 0..PERIOD-1; drawn from torch's
+    generator when not given."""
     rows, cols = window_side(x.shape[-2]), window_side(x.shape[-1])
     if offset is None:
-        offset = tuple(int(v) for v in torch.randint(0, PERIOD, (2,), generator=generator))
+        offset = tuple(int(v) for v in torch.randint(0, PERIOD, (2,)))
     dy, dx = offset
     if not (0 <= dy < PERIOD and 0 <= dx < PERIOD):
         raise ValueError(f"offsets are 0..{PERIOD - 1}, got {offset}")
@@ -60,7 +64,7 @@ def phase_ms_ssim(recon: torch.Tensor, x: torch.Tensor, data_range: float = 1.0)
     if min(rows, cols) < PHASE_MIN_SIDE:
         raise ValueError(f"MS-SSIM over pooling phases needs sides of {PHASE_MIN_SIDE} pixels or more, "
                          f"got {cols}x{rows}")
-    h, w = (rows - 1) // 2 * 2, (cols - 1) // 2 * 2
+    h, w = _even_fit(rows, 1), _even_fit(cols, 1)
     scores = [ms_ssim(recon[..., dy:dy + h, dx:dx + w], x[..., dy:dy + h, dx:dx + w], data_range=data_range,
                       size_average=True) for dy, dx in PHASES]
     return torch.stack(scores).mean()
