@@ -15,10 +15,11 @@ from vqcodec.bench import results
 from vqcodec.bench.codecs import registry, select
 from vqcodec.bench.metrics import as_tensor, ms_ssim, psnr
 from vqcodec.bench.rivals import nearest_setting
-from vqcodec.bench.runner import load_images
+from vqcodec.bench.runner import QUICK_IMAGES, load_images
 from vqcodec.bench.speed import large_qualities, speed_image, steps
 from vqcodec.cli.main import app
 from vqcodec.codec import default_quality, quality_levels
+from vqcodec.data import find_images
 from vqcodec.effort import default_effort
 from vqcodec.errors import DataError
 from vqcodec.zoo import load_model, shipped_models
@@ -40,9 +41,9 @@ CROP = (384, 256)
 
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first four Kodak images, each cropped to `CROP` at its centre."""
+    """The Kodak images `--quick` would code (the first `QUICK_IMAGES`), each cropped to `CROP` at its centre."""
     folder = tmp_path_factory.mktemp("kodak-crops")
-    for path in sorted(KODAK.glob("*.png"))[:4]:
+    for path in find_images(KODAK)[:QUICK_IMAGES]:
         with Image.open(path) as im:
             left, top = (im.width - CROP[0]) // 2, (im.height - CROP[1]) // 2
             im.crop((left, top, left + CROP[0], top + CROP[1])).save(folder / path.name)
