@@ -154,12 +154,18 @@ def train(
         help="What the model is trained for: mse (PSNR) or ms-ssim (1 - MS-SSIM, a perceptual model). The whole "
              "recipe (e.g. --init MODEL --loss ms-ssim --priced: encoder, codebooks and decoder, then a new prior; "
              "MS-SSIM on a window at a random offset to the code grid, so --crop 177 or more), or with "
-             "--decoder-only the decoder alone (--crop 161 or more); the model declares it, and compress "
+             "--decoder-only the decoder alone (likewise); the model declares it, and compress "
              "refines its latents for it.")] = "mse",
     decoder_channels: Annotated[str, typer.Option(
         help="The decoder's widths per scale, finest first, comma-separated (e.g. 32,64,128); empty: the "
              "encoder's mirrored. With --decoder-only --init MODEL, a narrower decoder than MODEL's starts from "
              "its most important channels: it decodes faster and still reads MODEL's files.")] = "",
+    full_res_channels: Annotated[int, typer.Option(
+        min=0, help="Give the decoder a full-resolution stage of N channels (a transposed convolution from the "
+             "last half-resolution features, two 3x3 convolutions; it starts adding nothing): the plain decoder "
+             "makes each pixel a linear function of four half-resolution features. With --decoder-only --init "
+             "MODEL it is trained on MODEL's codes and the new model still reads MODEL's files. 0: none, or "
+             "--init's.")] = 0,
     encoder_channels: Annotated[str, typer.Option(
         help="The encoder's widths per scale, finest first, comma-separated (default 64,96,128, or with --init "
              "MODEL, MODEL's). With --encoder-only --init MODEL: narrower widths than MODEL's, for a faster "
@@ -223,7 +229,7 @@ def train(
         encoder_widths = _widths(encoder_channels, "--encoder-channels")
         model = ModelConfig(name=name, num_stages=stages, codebook_size=codebook_size, latent_dim=latent_dim,
                             decoder_channels=widths, description=f"trained by vqcodec train on {data}",
-                            float16_weights=float16_weights)
+                            float16_weights=float16_weights, full_res_channels=full_res_channels)
         weights = parse_weights(rate_weights)
         cfg = TrainConfig(data=data, out=out, val=val, model=model, steps=steps, pretrain_steps=pretrain_steps,
                           batch_size=batch_size, crop=crop, lr=lr, val_every=val_every,

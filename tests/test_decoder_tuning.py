@@ -16,7 +16,7 @@ from tests.test_cli import run
 from vqcodec import codec, container, registry
 from vqcodec.decoder_tuning import CompressCodes, quality_at
 from vqcodec.entropy import FrequencyPrior
-from vqcodec.errors import ModelError, VqzError
+from vqcodec.errors import DataError, ModelError, VqzError
 from vqcodec.model import VQVAE
 from vqcodec.train import TrainConfig, train
 from vqcodec.zoo import load_model, save_model
@@ -149,8 +149,8 @@ def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Pa
 def test_ms_ssim_loss_and_the_validation_it_logs(folder: Path, start_path: Path, tmp_path: Path) -> None:
     big = tmp_path / "big"
     big.mkdir()
-    synthetic_image(size=(200, 180)).save(big / "a.png")
-    cfg = config(big, tmp_path / "p.safetensors", start_path, loss="ms-ssim", crop=168, steps=2, val_every=2,
+    synthetic_image(size=(200, 192)).save(big / "a.png")
+    cfg = config(big, tmp_path / "p.safetensors", start_path, loss="ms-ssim", crop=180, steps=2, val_every=2,
                  val_images=1)
     train(cfg)
     records = [json.loads(line) for line in cfg.log.read_text().splitlines()]
@@ -160,6 +160,22 @@ def test_ms_ssim_loss_and_the_validation_it_logs(folder: Path, start_path: Path,
     assert all(r["loss"] < 0 for r in records if "loss" in r)  # log(1 - MS-SSIM)
     assert load_model(cfg.out).config.distortion == "ms-ssim"  # so compress refines its latents for MS-SSIM
     assert load_model(start_path).config.distortion == "mse"
+
+
+def test_a_full_resolution_stage_is_added_and_trained_on_the_start_models_codes(folder: Path, start_path: Path,
+                                                                                  tmp_path: Path) -> None:
+    cfg = config(folder, tmp_path / "f.safetensors", start_path, steps=2, model=replace(TINY, full_res_channels=3))
+    train(cfg)
+    start, tuned = load_model(start_path), load_model(cfg.out)
+    assert tuned.config == replace(start.config, full_res_channels=3) and tuned.decodes == (start.fingerprint,)
+    assert tuned.net.decoder.full_res[-1].weight.abs().sum() > 0  # it started at zero and learned
+    image = synthetic_image(size=(40, 32))
+    old, new = codec.compress(image, start, 3), codec.compress(image, tuned, 3)
+    assert container.unpack(old).streams == container.unpack(new).streams
+    assert codec.decompress(old, tuned).tobytes() == codec.decompress(new, tuned).tobytes()
+    with pytest.raises(DataError, match="keeps --init's widths"):
+        train(config(folder, tmp_path / "n.safetensors", start_path, steps=1,
+                     model=replace(TINY, full_res_channels=3, decoder_channels=(4, 8))))
 
 
 def test_other_rate_weights_are_stored_and_their_codes_still_decode(folder: Path, start_path: Path,
@@ -180,7 +196,8 @@ def test_other_rate_weights_are_stored_and_their_codes_still_decode(folder: Path
 @pytest.mark.parametrize("changes, message", [
     (dict(init=None), "give it with --init"),
     (dict(decoder_only=False, encoder_only=True, encoder_channels=(8,), loss="ms-ssim"), "not for --encoder-only"),
-    (dict(loss="ms-ssim", crop=128), "--crop 161 or more"),
+    (dict(loss="ms-ssim", crop=128), "--crop 177 or more"),
+    (dict(loss="ms-ssim", crop=176), "--crop 177 or more"),
     (dict(loss="l1"), "--loss must be one of"),
     (dict(decoder_only=False, effort=0), "--effort is for --decoder-only runs"),
     (dict(effort=7), "effort must be an integer"),

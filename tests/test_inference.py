@@ -95,6 +95,18 @@ def test_fast_decoder_matches_the_decoder_and_leaves_it_untouched() -> None:
     assert isinstance(decoder.linear, nn.ConvTranspose2d)
 
 
+def test_fast_decoder_with_a_full_resolution_stage_matches_the_decoder() -> None:
+    """The stage and the path before it each get their inference form; the last layer between them its own."""
+    decoder = randomised(Decoder(ModelConfig(channels=(8, 8), res_blocks=1, latent_dim=4, full_res_channels=5)))
+    z = torch.randn(1, 4, 6, 9)
+    fast = check_inference_form(decoder, lambda d: fast_decoder(d, "float32"), z)
+    assert isinstance(fast.net[-1], SubPixelConvTranspose) and no_batchnorm(fast.full_res)
+    bfloat16 = fast_decoder(decoder, "bfloat16")
+    assert isinstance(bfloat16.net[0], BFloat16Path) and isinstance(bfloat16.full_res, BFloat16Path)
+    with torch.no_grad():
+        close_in_bfloat16(bfloat16(z), decoder(z))
+
+
 def close_in_bfloat16(got: torch.Tensor, expected: torch.Tensor) -> None:
     """`got` is float32, within bfloat16's rounding of `expected` and not equal to it (it was computed in bfloat16)."""
     assert got.dtype == torch.float32 and got.shape == expected.shape

@@ -453,6 +453,6 @@ def test_the_joint_ms_ssim_term_is_the_mse_in_value_and_log_ms_ssim_in_direction
     assert float(grad[..., :offset[0], :].abs().sum()) == 0 and float(grad[..., offset[0], :].abs().sum()) > 0
 
 
-def test_the_whole_recipe_refuses_crops_too_small_for_a_shifted_window(folder: Path, tmp_path: Path) -> None:
+def test_ms_ssim_runs_refuse_crops_too_small_for_a_shifted_window(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"--crop {grid_shift.MIN_SIDE} or more"):
         config(folder, tmp_path / "m.safetensors", loss="ms-ssim", crop=176)

@@ -33,9 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_msssim import ms_ssim
-
-from vqcodec import codec, pricing
+from vqcodec import codec, grid_shift, pricing
 from vqcodec.coded_windows import CodedWindows
 from vqcodec.data import CropDataset, find_images, read_rgb
 from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
@@ -52,14 +50,16 @@ from vqcodec.zoo import CodecModel, load_model, save_model
 def loss_of(name: str, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The training loss `name` of a reconstruction (unclamped) against its target, both in [0, 1] units.
 
-    In the logarithm: log MSE is -PSNR / (10 log10 e), log(1 - MS-SSIM) likewise MS-SSIM in dB, so a step
+    MS-SSIM is taken on a window at a random offset to the code grid (`grid_shift.shifted_ms_ssim`), as the
+    joint recipe's is (`train.joint_distortion`): a decoder tuned on windows whose pooling starts on the grid
+    learns errors that only such windows hide. In the logarithm: log MSE is -PSNR / (10 log10 e), log(1 - MS-SSIM) likewise MS-SSIM in dB, so a step
     at quality 1 weighs as much as a step at quality 10. (On plain MSE the low qualities' errors, several
     times larger, steered the decoder: after 500 steps on BSDS500 val, quality 1 had gained 0.08 dB and
     quality 10 lost 0.11 dB.)
     """
     if name == "mse":
         return torch.log(F.mse_loss(recon, x))
-    return torch.log(1.0 - ms_ssim(recon, x, data_range=1.0, size_average=True))
+    return torch.log(1.0 - grid_shift.shifted_ms_ssim(recon, x))
 
 
 class CompressCodes:
@@ -143,12 +143,32 @@ def _top_split(cfg: TrainConfig, start: CodecModel) -> int:
     return split
 
 
+def _full_res_width(cfg: TrainConfig, start: CodecModel) -> int:
+    """The run's `full_res_channels`: the asked width, or `start`'s; a stage `start` has keeps its width, and a
+    new one needs the start model's decoder widths (narrowing and widening know no such stage)."""
+    asked, own = cfg.model.full_res_channels, start.config.full_res_channels
+    if own and asked and asked != own:
+        raise DataError(f"{cfg.init} has a full-resolution stage of {own} channels: leave --full-res-channels out "
+                        f"or give {own}")
+    width = asked or own
+    reshaped = (cfg.model.decoder_channels and cfg.model.decoder_channels != start.config.decoder_widths) \
+        or cfg.top_decoder_channels
+    if width and reshaped:
+        raise DataError("a decoder with a full-resolution stage keeps --init's widths: leave --decoder-channels "
+                        "and --top-decoder-channels out")
+    return width
+
+
 def _load_start(net: VQVAE, start: CodecModel) -> None:
     """`start`'s weights into `net`; a top decoder `start` lacks begins as a copy of its decoder, and a top
-    decoder wider than `start`'s as the same function (`vqcodec.widening`)."""
+    decoder wider than `start`'s as the same function (`vqcodec.widening`). A full-resolution stage `start`
+    lacks keeps its initialisation, whose last layer is zero: `net` starts as `start`'s function."""
     state = {k: v for k, v in start.net.state_dict().items() if not k.startswith("top_decoder.")}
     if not net.config.top_decoder_from:
-        net.load_state_dict(state)
+        keys = net.load_state_dict(state, strict=False)
+        stray = [k for k in keys.missing_keys if ".full_res." not in k] + list(keys.unexpected_keys)
+        if stray:
+            raise DataError(f"{start.name}'s weights do not fit the decoder trained ({', '.join(stray)[:200]})")
         return
     source = start.net.top_decoder if start.config.top_decoder_from else start.net.decoder
     net.load_state_dict(state, strict=False)
@@ -183,10 +203,11 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
     start_model = load_model(cfg.init)
     split = _top_split(cfg, start_model)
     widths = cfg.model.decoder_channels or start_model.config.decoder_channels
+    full_res = _full_res_width(cfg, start_model)
     net = VQVAE(replace(start_model.config, name=cfg.model.name, decoder_channels=widths, top_decoder_from=split,
                         top_decoder_channels=cfg.top_decoder_channels or start_model.config.top_decoder_channels,
                         float16_weights=cfg.model.float16_weights or start_model.config.float16_weights,
-                        distortion=cfg.loss)).to(device)
+                        full_res_channels=full_res, distortion=cfg.loss)).to(device)
     weights = pricing.stage_weights(start_model.config.num_stages, cfg.rate_weights) if cfg.rate_weights else None
     codes = CompressCodes(start_model, device, weights, cfg.effort, cfg.loss)
     dataset = CropDataset(cfg.data, crop=cfg.crop, seed=cfg.seed)
@@ -220,7 +241,8 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
                              "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,
                              "top_decoder_channels": list(net.config.top_decoder_widths) if split else None,
                              "decoder_from": None if cfg.decoder_from is None else str(cfg.decoder_from),
-                             "cached_codes": cfg.cached_codes, "float16_weights": net.config.float16_weights})
+                             "cached_codes": cfg.cached_codes, "float16_weights": net.config.float16_weights,
+                             "full_res_channels": full_res})
     windows = _coded_windows(cfg, net, codes, dataset, lowest, device, on_step) if cfg.cached_codes else None
     if windows is None:
         step = run_steps(cfg, "decoder", net, opt, dataset, device, step,

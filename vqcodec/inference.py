@@ -350,8 +350,14 @@ def fast_encoder(encoder: Encoder, arithmetic: str | None = None) -> PixelEncode
 def fast_decoder(decoder: Decoder, arithmetic: str | None = None) -> Decoder:
     """A copy of `decoder` (in eval mode, no gradients) with its BatchNorms folded, its narrow transposed
     convolutions rewritten, and its convolutional path in bfloat16 when `arithmetic` (default: `precision()`)
-    says so, else with its 3x3 convolutions as Winograd convolutions."""
+    says so, else with its 3x3 convolutions as Winograd convolutions. With a full-resolution stage the path
+    up to the last half-resolution features is one such form, the stage another, and the last layer between
+    them is rewritten alone (`Decoder.forward` takes the path apart there)."""
     fast = copy.deepcopy(decoder).eval().requires_grad_(False)
     fast.linear = _rewrite(fast.linear)
-    fast.net = _fast_path(fast.net, arithmetic, _rewrite)
+    if fast.full_res is None:
+        fast.net = _fast_path(fast.net, arithmetic, _rewrite)
+        return fast
+    fast.net = nn.Sequential(_fast_path(fast.net[:-1], arithmetic), _rewrite(fast.net[-1]))
+    fast.full_res = _fast_path(fast.full_res, arithmetic)
     return fast

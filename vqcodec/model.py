@@ -63,6 +63,10 @@ class ModelConfig:
     full_from: int = 1
     """The fewest stages a full-size quality keeps: with reduced qualities, the full-size ones of fewer
     stages give a worse picture than a reduced one of the same size, and are left out."""
+    full_res_channels: int = 0
+    """Width of each decoder's full-resolution stage (`Decoder.full_res`), 0 for none. The mirrored decoder's
+    last layer makes every pixel a linear function of four half-resolution feature vectors; its errors gather
+    on the code cells' borders. The stage is nonlinear at full resolution, and adds its output to the image."""
     distortion: str = "mse"
     """What the decoder was trained to minimise, one of `DISTORTIONS`: "mse", or "ms-ssim" for a decoder
     fine-tuned for MS-SSIM (`perceptual`). `compress` refines the latents for the same measure
@@ -106,6 +110,9 @@ class ModelConfig:
                              f"each, got {self.reduced_qualities}")
         if not 1 <= self.full_from <= self.num_stages:
             raise ValueError(f"full_from must be a stage count 1..{self.num_stages}, got {self.full_from}")
+        if self.full_res_channels < 0:
+            raise ValueError(f"full_res_channels must be 0 (no full-resolution stage) or more, "
+                             f"got {self.full_res_channels}")
         if self.distortion not in DISTORTIONS:
             raise ValueError(f"distortion must be one of {', '.join(DISTORTIONS)}, got {self.distortion!r}")
         if self.top_decoder_from and not 2 <= self.top_decoder_from <= self.num_stages:
@@ -116,13 +123,13 @@ class ModelConfig:
         """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
         `default_quality`, one decoder `top_decoder_from`, and full-size qualities alone `reduced_qualities` and
         `full_from`, a top decoder of the first one's widths `top_decoder_channels`, float32 weights
-        `float16_weights`, and a decoder for MSE `distortion`, as files written before those fields existed
+        `float16_weights`, no full-resolution stage `full_res_channels`, and a decoder for MSE `distortion`, as files written before those fields existed
         have them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
         for optional in ("default_quality", "top_decoder_from", "reduced_qualities", "top_decoder_channels",
-                         "float16_weights"):
+                         "float16_weights", "full_res_channels"):
             if not fields[optional]:
                 del fields[optional]
         if fields["full_from"] == 1:
@@ -193,7 +200,10 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     """The encoder mirrored: a linear lapped synthesis plus residual blocks and 4x4 transposed convolutions
-    doubling the size; the convolutional path's last layer starts at zero."""
+    doubling the size; the convolutional path's last layer starts at zero. With `config.full_res_channels`
+    a full-resolution stage (`full_res`) reads the last half-resolution features too: a transposed convolution
+    to that many channels and ReLU, a 3x3 convolution and ReLU, and a 3x3 convolution to the image that starts
+    at zero, so a decoder given the stage computes what it did without it until training moves it."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -213,9 +223,20 @@ class Decoder(nn.Module):
         layers.append(_zeroed(nn.ConvTranspose2d(chans[-1], 3, 4, stride=2, padding=1)))
         self.net = nn.Sequential(*layers)
         self.linear = nn.ConvTranspose2d(config.latent_dim, 3, **_lapped(config.stride))
+        width = config.full_res_channels
+        self.full_res = nn.Sequential(
+            nn.ConvTranspose2d(chans[-1], width, 4, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            _zeroed(nn.Conv2d(width, 3, 3, padding=1)),
+        ) if width else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear(z) + self.net(z)
+        if self.full_res is None:
+            return self.linear(z) + self.net(z)
+        features = self.net[:-1](z)
+        return self.linear(z) + self.net[-1](features) + self.full_res(features)
 
 
 def _zeroed(layer: nn.Conv2d | nn.ConvTranspose2d) -> nn.Module:

@@ -88,6 +88,8 @@ def _narrow(wide: Chain, narrow: Chain, widths: list[int], inputs: torch.Tensor)
 def narrow_decoder(wide: Decoder, config: ModelConfig, latents: torch.Tensor) -> Decoder:
     """A `Decoder(config)` in eval mode whose weights are `wide`'s at the channels `channel_importance` ranks
     highest on `latents` (B, D, h, w); `config` may narrow any of the decoder's widths but nothing else."""
+    if wide.full_res is not None or config.full_res_channels:
+        raise ValueError("a decoder with a full-resolution stage is not narrowed")
     return _narrow(wide, Decoder(config), list(reversed(config.decoder_widths)), latents)
 
 

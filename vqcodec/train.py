@@ -57,8 +57,6 @@ either in the logarithm (`decoder_tuning.loss_of`), the joint phase as `joint_di
 declares it as its `distortion`."""
 PRECISIONS = ("float32", "bfloat16")
 """The arithmetic of a training step's encoder and decoder passes (`TrainConfig.precision`)."""
-MSSSIM_MIN_SIDE = 161
-"""Smallest crop side that MS-SSIM's five scales of an 11-pixel window accept."""
 
 
 @dataclass
@@ -153,11 +151,9 @@ class TrainConfig:
             raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.loss != "mse" and self.encoder_only:
             raise ValueError(f"--loss {self.loss} is not for --encoder-only runs: they distil latents")
-        if self.loss == "ms-ssim" and self.crop < MSSSIM_MIN_SIDE:
-            raise ValueError(f"--loss ms-ssim needs --crop {MSSSIM_MIN_SIDE} or more (five scales of an 11-pixel window)")
-        if self.loss == "ms-ssim" and not self.decoder_only and self.crop < grid_shift.MIN_SIDE:
-            raise ValueError(f"--loss ms-ssim trains the whole model on a window shifted against the code grid: "
-                             f"give --crop {grid_shift.MIN_SIDE} or more")
+        if self.loss == "ms-ssim" and self.crop < grid_shift.MIN_SIDE:
+            raise ValueError(f"--loss ms-ssim scores a window shifted against the code grid (five scales of an "
+                             f"11-pixel window at every offset): give --crop {grid_shift.MIN_SIDE} or more")
         if self.decoder_only and self.init is None:
             raise ValueError("--decoder-only fine-tunes a model: give it with --init (also when resuming)")
         if self.effort is not None and not self.decoder_only:
@@ -329,7 +325,8 @@ def _inherit(asked: ModelConfig, source: ModelConfig, encoder_asked: bool = Fals
     `start_from_model`."""
     inherited = replace(asked, channels=asked.channels if encoder_asked else source.channels,
                         decoder_channels=asked.decoder_channels or source.decoder_channels,
-                        float16_weights=asked.float16_weights or source.float16_weights)
+                        float16_weights=asked.float16_weights or source.float16_weights,
+                        full_res_channels=asked.full_res_channels or source.full_res_channels)
     if asked.num_stages != source.num_stages:
         return inherited
     return replace(inherited, default_quality=source.default_quality, top_decoder_from=source.top_decoder_from,

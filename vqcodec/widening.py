@@ -45,6 +45,8 @@ def widen_decoder(narrow: Decoder, config: ModelConfig, seed: int = 0) -> Decode
     """A `Decoder(config)` in eval mode computing exactly what `narrow` computes, with `narrow`'s weights at its
     channels; `config.decoder_widths` may widen any of its widths (none may shrink) but change nothing else.
     New channels' incoming weights are initialised as PyTorch does (seeded by `seed`)."""
+    if narrow.full_res is not None:
+        raise ValueError("a decoder with a full-resolution stage is not widened")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         wide = Decoder(config)
