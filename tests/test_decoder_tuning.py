@@ -286,9 +286,10 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
 
 
 RETIRED_PERCEPTUAL = (1, 2, 3, 7, 12, 14, 15, 16, 17)
-"""Short ids no shipped model reads since `perceptual` was trained end to end (vqcodec 0.17.0, short id 18): its
-encoder and codebooks are new. 3-17 were `perceptual`'s (decoder fine-tunes, priors counted again, other ladders of
-one network), 1 and 2 the first `default`s, whose files the old `perceptual` read (a decoder fine-tune of id 2)."""
+"""Short ids no shipped model reads since `perceptual` was trained end to end (vqcodec 0.17.0, short id 18; today's,
+id 19, is its decoder tuned): its encoder and codebooks are new. 3-17 were `perceptual`'s (decoder fine-tunes,
+priors counted again, other ladders of one network), 1 and 2 the first `default`s, whose files the old
+`perceptual` read (a decoder fine-tune of id 2)."""
 
 
 @pytest.mark.parametrize("short_id", RETIRED_PERCEPTUAL)
@@ -296,7 +297,8 @@ def test_files_of_the_perceptual_before_0_17_say_which_release_reads_them(short_
     """A file that vqcodec 0.13.0-0.15.0 wrote with `perceptual` (`tests/golden`), and the same streams naming
     any id of its lineage: decompress names vqcodec 0.16.0, the last release that reads them."""
     perceptual = load_model("perceptual")
-    assert perceptual.fingerprint == container.SHIPPED_MODELS[18] and perceptual.decodes == ()
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[19]
+    assert perceptual.decodes == (container.SHIPPED_MODELS[18],)
     retired = container.SHIPPED_MODELS[short_id]
     assert registry.find_shipped(retired) == []
     assert registry.describe(retired) == f"{retired[:4].hex()} (short id {short_id}, read by vqcodec 0.16.0)"
@@ -309,6 +311,23 @@ def test_files_of_the_perceptual_before_0_17_say_which_release_reads_them(short_
         codec.decompress(old)
 
 
+@pytest.mark.parametrize("quality", [3, 8])
+def test_files_of_the_perceptual_of_0_17_decode_with_todays(kodak_crop, quality: int) -> None:
+    """Short id 18 (vqcodec 0.17.0) and today's `perceptual` (short id 19, its decoder tuned) share encoder,
+    codebooks and prior: a file 0.17.0 wrote (`tests/golden`, the kodak_crop at a shrunk and a full-size
+    quality) decodes with today's decoder, as closely as today's own file of the same quality."""
+    data = (GOLDEN / f"perceptual-id18-q{quality}.vqz").read_bytes()
+    assert container.read_header(data).model_id == container.SHIPPED_MODELS[18]
+    assert registry.find_shipped(container.SHIPPED_MODELS[18]) == ["perceptual"]
+    source = np.asarray(kodak_crop, dtype=np.float64)
+
+    def error(vqz: bytes) -> float:
+        return float(np.mean((np.asarray(codec.decompress(vqz), dtype=np.float64) - source) ** 2))
+
+    today = codec.compress(kodak_crop, load_model("perceptual"), quality)
+    assert error(data) < 1.25 * error(today)
+
+
 def test_a_model_made_from_perceptual_reads_its_files(kodak_crop, tmp_path: Path) -> None:
     """A model made from today's `perceptual` that keeps its prior (`CodecModel.lineage`: a decoder fine-tune,
     other qualities) reads the files `perceptual` writes, a shrunk quality and a full-size one, to the same pixels."""
@@ -316,7 +335,8 @@ def test_a_model_made_from_perceptual_reads_its_files(kodak_crop, tmp_path: Path
     made = tmp_path / "made.safetensors"
     save_model(perceptual.net, perceptual.prior, made, perceptual.rate_weights, *perceptual.lineage)
     child = load_model(made)
-    assert child.decodes == (perceptual.fingerprint,) and child.fingerprint != perceptual.fingerprint
+    assert child.decodes == (perceptual.fingerprint, *perceptual.decodes)
+    assert child.fingerprint != perceptual.fingerprint
     for quality in (1, 8):
         data = codec.compress(kodak_crop, perceptual, quality, refine_steps=0, effort=1)
         assert codec.decompress(data, child).tobytes() == codec.decompress(data).tobytes()

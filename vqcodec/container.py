@@ -73,6 +73,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     16: bytes.fromhex("5fdc839a50ac746abb018f90aefddc7410ac12eccaf0e23cb37ae6a6f8d28b10"),  # perceptual, shrunk 1-4
     17: bytes.fromhex("1401a504730bec1fd0b427f925b065a36bb4efd0ff5dd83e8beb53e1a8ab6dae"),  # perceptual, shrunk 1-5
     18: bytes.fromhex("938f0299f57ba9c8aaf82703ad26273f04c76fdc1a644050e6732ba3b394e11a"),  # perceptual, end to end
+    19: bytes.fromhex("0a8796f03120c2af6486a002d0a46228c5f5084ae000fb48f6066f090d527398"),  # perceptual, decoder tuned
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 
