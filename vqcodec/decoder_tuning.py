@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from vqcodec import codec, grid_shift, pricing
 from vqcodec.coded_windows import CodedWindows
 from vqcodec.data import CropDataset, find_images, read_rgb
@@ -52,10 +53,10 @@ def loss_of(name: str, recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     MS-SSIM is taken on a window at a random offset to the code grid (`grid_shift.shifted_ms_ssim`), as the
     joint recipe's is (`train.joint_distortion`): a decoder tuned on windows whose pooling starts on the grid
-    learns errors that only such windows hide. In the logarithm: log MSE is -PSNR / (10 log10 e), log(1 - MS-SSIM) likewise MS-SSIM in dB, so a step
-    at quality 1 weighs as much as a step at quality 10. (On plain MSE the low qualities' errors, several
-    times larger, steered the decoder: after 500 steps on BSDS500 val, quality 1 had gained 0.08 dB and
-    quality 10 lost 0.11 dB.)
+    learns errors that only such windows hide. In the logarithm: log MSE is -PSNR / (10 log10 e),
+    log(1 - MS-SSIM) likewise MS-SSIM in dB, so a step at quality 1 weighs as much as a step at quality 10.
+    (On plain MSE the low qualities' errors, several times larger, steered the decoder: after 500 steps on
+    BSDS500 val, quality 1 had gained 0.08 dB and quality 10 lost 0.11 dB.)
     """
     if name == "mse":
         return torch.log(F.mse_loss(recon, x))

@@ -123,8 +123,8 @@ class ModelConfig:
         """The config as JSON; a mirrored decoder leaves `decoder_channels` out and the middle default quality
         `default_quality`, one decoder `top_decoder_from`, and full-size qualities alone `reduced_qualities` and
         `full_from`, a top decoder of the first one's widths `top_decoder_channels`, float32 weights
-        `float16_weights`, no full-resolution stage `full_res_channels`, and a decoder for MSE `distortion`, as files written before those fields existed
-        have them."""
+        `float16_weights`, no full-resolution stage `full_res_channels`, and a decoder for MSE `distortion`, as
+        files written before those fields existed have them."""
         fields = asdict(self)
         if not self.decoder_channels:
             del fields["decoder_channels"]
