@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from vqcodec.model import VQVAE, Decoder
+from vqcodec.model import VQVAE, Decoder, ModelConfig
 from vqcodec.narrowing import narrow_decoder
 from vqcodec.widening import widen_decoder
 
@@ -20,7 +20,7 @@ STAGED = replace(TINY, full_res_channels=3)
 def test_the_stage_is_stored_in_the_config_only_when_present() -> None:
     assert "full_res_channels" not in json.loads(TINY.to_json())
     assert json.loads(STAGED.to_json())["full_res_channels"] == 3
-    assert type(TINY).from_json(STAGED.to_json()) == STAGED
+    assert ModelConfig.from_json(STAGED.to_json()) == STAGED
     with pytest.raises(ValueError, match="full_res_channels must be 0"):
         replace(TINY, full_res_channels=-1)
 
