@@ -171,9 +171,11 @@ def train(
              "MODEL, MODEL's). With --encoder-only --init MODEL: narrower widths than MODEL's, for a faster "
              "encoder.")] = "",
     encoder_only: Annotated[bool, typer.Option(
-        "--encoder-only", help="Distil a narrower encoder (--encoder-channels) from --init's: it starts from that "
-             "encoder's most important channels and learns its latents on training crops. Codebooks, prior and "
-             "decoders stay as they are, so the new model reads every file the --init model wrote.")] = False,
+        "--encoder-only", help="Train only the encoder of --init. With --encoder-channels: a narrower encoder "
+             "distilled from --init's (it starts from that encoder's most important channels and learns its "
+             "latents on training crops). Without: --init's encoder itself learns, for --loss (the model's own), "
+             "latents whose codes, picked as compress picks them, its decoder reproduces best. Codebooks, prior "
+             "and decoders stay as they are, so the new model reads every file the --init model wrote.")] = False,
     effort: Annotated[Optional[int], typer.Option(
         min=0, max=len(EFFORT_BEAMS) - 1, help="With --decoder-only: the encoder effort whose codes the decoder "
              f"learns (0 greedy .. {len(EFFORT_BEAMS) - 1}; default: compress's for --loss: mse {describe_default()}; "
@@ -218,7 +220,8 @@ def train(
 
     --loss ms-ssim trains for MS-SSIM instead of MSE. With --decoder-only --init MODEL, only MODEL's
     decoder is fine-tuned, on the codes compress writes (its stages, rate weights and prior). With --encoder-only
-    --init MODEL --encoder-channels W, a narrower encoder learns MODEL's latents.
+    --init MODEL --encoder-channels W, a narrower encoder learns MODEL's latents; with --encoder-only --init
+    MODEL alone, MODEL's encoder is tuned for MODEL's decoder.
     """
     from vqcodec.model import ModelConfig  # here, so other commands start without torch
     from vqcodec.pricing import parse_weights

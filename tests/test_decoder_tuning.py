@@ -286,8 +286,8 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
 
 
 RETIRED_PERCEPTUAL = (1, 2, 3, 7, 12, 14, 15, 16, 17)
-"""Short ids no shipped model reads since `perceptual` was trained end to end (vqcodec 0.17.0, short id 18; today's,
-id 19, is its decoder tuned): its encoder and codebooks are new. 3-17 were `perceptual`'s (decoder fine-tunes,
+"""Short ids no shipped model reads since `perceptual` was trained end to end (vqcodec 0.17.0, short id 18; id 19
+is its decoder tuned, today's, id 20, id 19's encoder tuned): its encoder and codebooks are new. 3-17 were `perceptual`'s (decoder fine-tunes,
 priors counted again, other ladders of one network), 1 and 2 the first `default`s, whose files the old
 `perceptual` read (a decoder fine-tune of id 2)."""
 
@@ -297,8 +297,8 @@ def test_files_of_the_perceptual_before_0_17_say_which_release_reads_them(short_
     """A file that vqcodec 0.13.0-0.15.0 wrote with `perceptual` (`tests/golden`), and the same streams naming
     any id of its lineage: decompress names vqcodec 0.16.0, the last release that reads them."""
     perceptual = load_model("perceptual")
-    assert perceptual.fingerprint == container.SHIPPED_MODELS[19]
-    assert perceptual.decodes == (container.SHIPPED_MODELS[18],)
+    assert perceptual.fingerprint == container.SHIPPED_MODELS[20]
+    assert perceptual.decodes == (container.SHIPPED_MODELS[19], container.SHIPPED_MODELS[18])
     retired = container.SHIPPED_MODELS[short_id]
     assert registry.find_shipped(retired) == []
     assert registry.describe(retired) == f"{retired[:4].hex()} (short id {short_id}, read by vqcodec 0.16.0)"
@@ -311,14 +311,16 @@ def test_files_of_the_perceptual_before_0_17_say_which_release_reads_them(short_
         codec.decompress(old)
 
 
+@pytest.mark.parametrize("short_id", [18, 19])
 @pytest.mark.parametrize("quality", [3, 8])
-def test_files_of_the_perceptual_of_0_17_decode_with_todays(kodak_crop, quality: int) -> None:
-    """Short id 18 (vqcodec 0.17.0) and today's `perceptual` (short id 19, its decoder tuned) share encoder,
-    codebooks and prior: a file 0.17.0 wrote (`tests/golden`, the kodak_crop at a shrunk and a full-size
-    quality) decodes with today's decoder, as closely as today's own file of the same quality."""
-    data = (GOLDEN / f"perceptual-id18-q{quality}.vqz").read_bytes()
-    assert container.read_header(data).model_id == container.SHIPPED_MODELS[18]
-    assert registry.find_shipped(container.SHIPPED_MODELS[18]) == ["perceptual"]
+def test_files_of_the_perceptual_of_0_17_and_0_18_decode_with_todays(kodak_crop, short_id: int, quality: int) -> None:
+    """Short ids 18 (vqcodec 0.17.0), 19 (0.18.0, its decoder tuned) and today's `perceptual` (short id 20, id 19's
+    encoder tuned) share codebooks and prior, and 19 and 20 their decoder: a file 0.17.0 or 0.18.0 wrote
+    (`tests/golden`, the kodak_crop at a shrunk and a full-size quality) decodes with today's decoder, as closely
+    as today's own file of the same quality."""
+    data = (GOLDEN / f"perceptual-id{short_id}-q{quality}.vqz").read_bytes()
+    assert container.read_header(data).model_id == container.SHIPPED_MODELS[short_id]
+    assert registry.find_shipped(container.SHIPPED_MODELS[short_id]) == ["perceptual"]
     source = np.asarray(kodak_crop, dtype=np.float64)
 
     def error(vqz: bytes) -> float:

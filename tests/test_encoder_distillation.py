@@ -108,8 +108,7 @@ def test_a_fine_tune_of_the_student_keeps_its_encoder_widths(folder: Path, stude
 def test_refusals(folder: Path, start_path: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "m.safetensors")
     common = ("train", "--data", str(folder), "--out", out)
-    for args, words in [(("--init", str(start_path), "--encoder-only"), "--encoder-channels"),
-                        (("--init", str(start_path), "--decoder-only", "--encoder-channels", "4,4"), "decoder-only"),
+    for args, words in [(("--init", str(start_path), "--decoder-only", "--encoder-channels", "4,4"), "decoder-only"),
                         (("--init", str(start_path), "--encoder-only", "--encoder-channels", "4,x"), "whole numbers"),
                         (("--encoder-only", "--encoder-channels", "4,4"), "--init"),
                         (("--init", str(start_path), "--encoder-only", "--encoder-channels", "4,4", "--priced"),

@@ -168,7 +168,7 @@ def test_the_ladder_is_described_in_one_line(reduced_model: CodecModel, tiny_mod
 
 
 def test_perceptual_codes_its_five_lowest_qualities_shrunk_and_keeps_its_default_level(kodak_crop: Image.Image) -> None:
-    """`perceptual` (short id 19, vqcodec 0.18.0; its ladder is id 17's, vqcodec 0.16.0) codes reduced qualities
+    """`perceptual` (short id 20, vqcodec 0.19.0; its ladder is id 17's, vqcodec 0.16.0) codes reduced qualities
     2:2, 2:3, 2:4, 1.5:4, 1.5:6 under its full-size ones from 4 stages (chosen on BSDS500 val, its card): the
     default is 5 stages at full size, quality 7, and each of the lowest qualities spends fewer bytes than the
     next on the same image."""

@@ -21,7 +21,7 @@ from vqcodec.container import truncate
 from vqcodec.registry import shipped_models
 from vqcodec import pillow_plugin  # noqa: F401 (registers the .vqz format with Pillow)
 
-__version__ = "0.18.0"
+__version__ = "0.19.0"
 
 _LAZY = {
     "compress": "vqcodec.codec",

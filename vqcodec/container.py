@@ -74,6 +74,7 @@ SHIPPED_MODELS: dict[int, bytes] = {
     17: bytes.fromhex("1401a504730bec1fd0b427f925b065a36bb4efd0ff5dd83e8beb53e1a8ab6dae"),  # perceptual, shrunk 1-5
     18: bytes.fromhex("938f0299f57ba9c8aaf82703ad26273f04c76fdc1a644050e6732ba3b394e11a"),  # perceptual, end to end
     19: bytes.fromhex("0a8796f03120c2af6486a002d0a46228c5f5084ae000fb48f6066f090d527398"),  # perceptual, decoder tuned
+    20: bytes.fromhex("074254282e450c62e7d8be5fcf434965c02b175cfce575196b6a7e1c3d566b37"),  # perceptual, encoder tuned
 }
 """Short ids of the models shipped with vqcodec, each bound for good to one full fingerprint.
 

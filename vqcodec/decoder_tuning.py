@@ -42,7 +42,7 @@ from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
 from vqcodec.widening import widen_decoder
-from vqcodec.step_loop import run_steps
+from vqcodec.step_loop import begin_log, run_steps
 from vqcodec.train import (QualityScores, TrainConfig, autocast, center_crop_to_stride, load_checkpoint, lr_at,
                            pick_device, psnr, truncate_log, write_log)
 from vqcodec.zoo import CodecModel, load_model, save_model
@@ -232,18 +232,16 @@ def tune_decoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | N
         torch.set_rng_state(state["torch_rng"])
         truncate_log(cfg.log, step)
     else:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.log.write_text("")
-        write_log(cfg.log, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
-                             "images": len(dataset), "device": str(device), "precision": cfg.precision,
-                             "init": str(cfg.init),
-                             "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
-                             "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
-                             "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,
-                             "top_decoder_channels": list(net.config.top_decoder_widths) if split else None,
-                             "decoder_from": None if cfg.decoder_from is None else str(cfg.decoder_from),
-                             "cached_codes": cfg.cached_codes, "float16_weights": net.config.float16_weights,
-                             "full_res_channels": full_res})
+        begin_log(cfg, {"step": 0, "event": "start", "mode": "decoder-only", "objective": cfg.loss,
+                        "images": len(dataset), "device": str(device), "precision": cfg.precision,
+                        "init": str(cfg.init),
+                        "init_fingerprint": start_model.fingerprint.hex(), "qualities": len(codes.levels),
+                        "rate_weights": codes.rate_weights.tolist(), "effort": cfg.effort,
+                        "decoder_channels": list(net.config.decoder_widths), "top_decoder_from": split,
+                        "top_decoder_channels": list(net.config.top_decoder_widths) if split else None,
+                        "decoder_from": None if cfg.decoder_from is None else str(cfg.decoder_from),
+                        "cached_codes": cfg.cached_codes, "float16_weights": net.config.float16_weights,
+                        "full_res_channels": full_res})
     windows = _coded_windows(cfg, net, codes, dataset, lowest, device, on_step) if cfg.cached_codes else None
     if windows is None:
         step = run_steps(cfg, "decoder", net, opt, dataset, device, step,

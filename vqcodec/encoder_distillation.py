@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,8 +23,8 @@ from vqcodec.decoder_tuning import CompressCodes, validate
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, Encoder
 from vqcodec.narrowing import narrow_encoder
-from vqcodec.step_loop import run_steps
-from vqcodec.train import TrainConfig, autocast, load_checkpoint, lr_at, pick_device, truncate_log, write_log
+from vqcodec.step_loop import begin_log, resume_encoder, run_steps
+from vqcodec.train import TrainConfig, autocast, lr_at, pick_device, write_log
 from vqcodec.zoo import fingerprint, load_model, save_model
 
 
@@ -65,27 +64,18 @@ def distill_encoder(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] 
     opt = torch.optim.Adam(net.encoder.parameters(), lr=cfg.lr)
     step = 0
     if cfg.resume is not None:
-        state = load_checkpoint(Path(cfg.resume))
-        if state.get("teacher") != teacher_id:
-            raise DataError(f"{cfg.resume}: that run was learning another encoder than {cfg.init}'s")
-        net.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state["model"].items()
-                                     if k.startswith("encoder.")})
-        opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        truncate_log(cfg.log, step)
+        step = resume_encoder(cfg, net, opt, "teacher", teacher_id,
+                              f"that run was learning another encoder than {cfg.init}'s")
     else:
         x = torch.stack([dataset[i] for i in range(min(cfg.batch_size, len(dataset)))]).to(device)
         net.encoder.load_state_dict(narrow_encoder(teacher, config, x).state_dict())
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.log.write_text("")
         record: dict[str, Any] = {"step": 0, "event": "start", "mode": "encoder-only", "images": len(dataset),
                                   "device": str(device), "init": str(cfg.init),
                                   "init_fingerprint": start.fingerprint.hex(), "encoder_channels": list(widths),
                                   "precision": cfg.precision}
         if val_images:
             record["teacher"] = validate(start.net.to(device), codes, val_images, device)
-        write_log(cfg.log, record)
+        begin_log(cfg, record)
     step = run_steps(cfg, "encoder", net, opt, dataset, device, step,
                      lambda x, done: _step(net, teacher, opt, x, done, cfg),
                      lambda: validate(net, codes, val_images, device), on_step, {"teacher": teacher_id})

@@ -318,11 +318,17 @@ class VQVAE(nn.Module):
         if num_stages == 0:
             empty = torch.zeros(0, dtype=torch.long, device=x.device)
             return self.reconstruct(z), QuantizerOutput(z, empty, z.new_zeros(()))
-        with torch.autocast(z.device.type, enabled=False):  # codes are picked and updated in float32
-            out = self.quantizer(_to_rows(z.float()), num_stages, penalty)
-        zq = _from_rows(out.quantized, z.shape)
+        q = self.quantize(z, num_stages, penalty)
         stages = self.config.num_stages if num_stages is None else num_stages
-        return self.reconstruct(zq, stages), QuantizerOutput(zq, out.indices, out.commitment_loss)
+        return self.reconstruct(q.quantized, stages), q
+
+    def quantize(self, z: torch.Tensor, num_stages: int | None = None,
+                 penalty: Penalty | None = None) -> QuantizerOutput:
+        """The quantizer's output for latents `z` (B, D, h, w), its quantized latents (straight-through) in
+        `z`'s shape: codes are picked, and in training updated, in float32 also under autocast."""
+        with torch.autocast(z.device.type, enabled=False):
+            out = self.quantizer(_to_rows(z.float()), num_stages, penalty)
+        return QuantizerOutput(_from_rows(out.quantized, z.shape), out.indices, out.commitment_loss)
 
     def encode(self, x: torch.Tensor, num_stages: int | None = None,
                penalty: Penalty | None = None) -> torch.Tensor:

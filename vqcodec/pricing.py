@@ -61,7 +61,8 @@ def penalty(prior: PricedPrior, weights: Sequence[float], device: torch.device |
 def table_penalty(prior: PricedPrior, weights: Sequence[float], codebook_size: int,
                   device: torch.device | str = "cpu") -> Penalty | None:
     """`penalty`'s prices from tables made once: for each priced stage, the (K, K) cost of every code after
-    every previous code, kept on `device`, so pricing a batch is one gather there.
+    every previous code, kept on `device`, so pricing a batch is one gather there (a prior without context,
+    `FrequencyPrior`, gives one price per code (K,), the same in every cell).
 
     For training with rate-aware code choice (`TrainConfig.priced`): `penalty` builds each batch's
     (M, K) prices in NumPy on the CPU, which on a GPU costs more than the step. The prices are the
@@ -78,7 +79,9 @@ def table_penalty(prior: PricedPrior, weights: Sequence[float], codebook_size: i
 
     def price(stage: int, previous: torch.Tensor | None) -> torch.Tensor | None:
         table = tables.get(stage)
-        return None if table is None or previous is None else table[previous]
+        if table is None or previous is None:
+            return None
+        return table if table.dim() == 1 else table[previous]
 
     return price
 

@@ -10,15 +10,17 @@ interrupt goes on. The full recipe (`train.train`, with DDP and its phases) keep
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vqcodec.data import StepBatchSampler
+from vqcodec.errors import DataError
 from vqcodec.model import VQVAE
 from vqcodec.stopping import StopSignals, ignore_stop_signal
-from vqcodec.train import TrainConfig, save_checkpoint, write_log
+from vqcodec.train import TrainConfig, load_checkpoint, save_checkpoint, truncate_log, write_log
 
 Step = Callable[[Any, int], dict[str, Any]]
 """One optimisation step: (batch on the device, steps done before it) -> its log record. A batch is what the
@@ -62,3 +64,27 @@ def run_steps(cfg: TrainConfig, phase: str, net: VQVAE, opt: torch.optim.Optimiz
             write_log(cfg.log, {"step": done, "event": "interrupted", "checkpoint": str(cfg.checkpoint)})
             raise
     return done
+
+
+def resume_encoder(cfg: TrainConfig, net: VQVAE, opt: torch.optim.Optimizer, key: str, expected: str,
+                   refusal: str) -> int:
+    """Load the encoder and optimizer of `cfg.resume`, a checkpoint of a run that trains `net`'s encoder alone
+    (`--encoder-only`), and cut the log back to its step, which is returned; the checkpoint's `key` (its `extra`)
+    must be `expected`, else `refusal` is raised as a `DataError` (the run was learning for another model)."""
+    state = load_checkpoint(Path(cfg.resume))
+    if state.get(key) != expected:
+        raise DataError(f"{cfg.resume}: {refusal}")
+    net.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state["model"].items()
+                                 if k.startswith("encoder.")})
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    step = int(state["step"])
+    truncate_log(cfg.log, step)
+    return step
+
+
+def begin_log(cfg: TrainConfig, record: dict[str, Any]) -> None:
+    """Start a fresh run's JSONL log (its folder made, the output's too) with its first `record`."""
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.log.write_text("")
+    write_log(cfg.log, record)

@@ -116,8 +116,9 @@ class TrainConfig:
     """The encoder's widths when asked (they replace `model.channels`); empty: `model.channels`, or with `init`
     the start model's."""
     encoder_only: bool = False
-    """Distil a narrower encoder (`model.channels`) from `init`'s (`vqcodec.encoder_distillation`); the rest of
-    the model stays `init`'s."""
+    """Train only `init`'s encoder: with `encoder_channels`, a narrower one distilled from it
+    (`vqcodec.encoder_distillation`); without, the encoder itself for `loss` through `init`'s fixed quantizer,
+    prior and decoder (`vqcodec.encoder_tuning`). The rest of the model stays `init`'s."""
     precision: str = "float32"
     """The encoder's and decoders' arithmetic in training steps (`PRECISIONS`): "bfloat16" runs them under
     autocast (the quantizer stays float32), about twice as fast a step on a CPU with AMX or AVX-512 BF16 and
@@ -149,8 +150,9 @@ class TrainConfig:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
-        if self.loss != "mse" and self.encoder_only:
-            raise ValueError(f"--loss {self.loss} is not for --encoder-only runs: they distil latents")
+        if self.loss != "mse" and self.encoder_only and self.encoder_channels:
+            raise ValueError(f"--loss {self.loss} is not for --encoder-only --encoder-channels runs: they distil "
+                             "latents")
         if self.loss == "ms-ssim" and self.crop < grid_shift.MIN_SIDE:
             raise ValueError(f"--loss ms-ssim scores a window shifted against the code grid (five scales of an "
                              f"11-pixel window at every offset): give --crop {grid_shift.MIN_SIDE} or more")
@@ -167,10 +169,9 @@ class TrainConfig:
         if self.cached_codes < 0:
             raise ValueError(f"--cached-codes must be 0 (code each step's crops) or more, got {self.cached_codes}")
         if self.encoder_only and (self.init is None or self.decoder_only or self.priced or self.rate_weights):
-            raise ValueError("--encoder-only distils a narrower encoder from a model's: give it with --init (also "
-                             "when resuming), without --decoder-only, --priced or --rate-weights")
-        if self.encoder_only and not self.encoder_channels:
-            raise ValueError("--encoder-only needs --encoder-channels, the narrower encoder's widths")
+            raise ValueError("--encoder-only trains the encoder of a model: give it with --init (also when "
+                             "resuming), without --decoder-only, --priced or --rate-weights (its codes are priced "
+                             "by --init's prior and weights)")
         if self.decoder_only and self.encoder_channels:
             raise ValueError("--encoder-channels is not for --decoder-only runs: the encoder stays --init's")
         if self.priced and (self.init is None or self.decoder_only):
@@ -582,16 +583,21 @@ def train(cfg: TrainConfig, on_step: Callable[[dict[str, Any]], None] | None = N
     (the prior fit encodes every view of every image: minutes on a long run). On
     KeyboardInterrupt or SIGTERM a checkpoint is written and the interrupt re-raised.
     Returns the trained network. With `cfg.decoder_only` the run is `decoder_tuning.tune_decoder` instead, with
-    `cfg.encoder_only` `encoder_distillation.distill_encoder`.
+    `cfg.encoder_only` `encoder_distillation.distill_encoder` (given `encoder_channels`) or
+    `encoder_tuning.tune_encoder`.
     """
     if cfg.decoder_only:
         from vqcodec.decoder_tuning import tune_decoder  # it builds on this module
 
         return tune_decoder(cfg, on_step)
-    if cfg.encoder_only:
+    if cfg.encoder_only and cfg.encoder_channels:
         from vqcodec.encoder_distillation import distill_encoder  # it builds on this module
 
         return distill_encoder(cfg, on_step)
+    if cfg.encoder_only:
+        from vqcodec.encoder_tuning import tune_encoder  # it builds on this module
+
+        return tune_encoder(cfg, on_step)
     start_model = load_model(cfg.init) if cfg.init is not None else None
     if start_model is not None:
         cfg.model = _inherit(cfg.model, start_model.config, bool(cfg.encoder_channels))
