@@ -287,9 +287,9 @@ def test_files_of_a_retired_default_say_which_release_reads_them(kodak_crop, sho
 
 RETIRED_PERCEPTUAL = (1, 2, 3, 7, 12, 14, 15, 16, 17)
 """Short ids no shipped model reads since `perceptual` was trained end to end (vqcodec 0.17.0, short id 18; id 19
-is its decoder tuned, today's, id 20, id 19's encoder tuned): its encoder and codebooks are new. 3-17 were `perceptual`'s (decoder fine-tunes,
-priors counted again, other ladders of one network), 1 and 2 the first `default`s, whose files the old
-`perceptual` read (a decoder fine-tune of id 2)."""
+is its decoder tuned, today's, id 20, id 19's encoder tuned): its encoder and codebooks are new. 3-17 were
+`perceptual`'s (decoder fine-tunes, priors counted again, other ladders of one network), 1 and 2 the first
+`default`s, whose files the old `perceptual` read (a decoder fine-tune of id 2)."""
 
 
 @pytest.mark.parametrize("short_id", RETIRED_PERCEPTUAL)

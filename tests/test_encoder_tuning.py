@@ -24,6 +24,10 @@ from vqcodec.train import TrainConfig, pca_init, train
 from vqcodec.zoo import load_model, save_model
 
 
+TUNED = replace(TINY, name="tuned")
+"""The tuned model's config as the runs ask for it: only the name differs from the start model's."""
+
+
 def config(folder: Path, out: Path, init: Path, **kw: object) -> TrainConfig:
     """The decoder-only tests' tiny run, tuning the encoder instead."""
     return decoder_config(folder, out, init, **{"decoder_only": False, "encoder_only": True, **kw})
@@ -31,7 +35,7 @@ def config(folder: Path, out: Path, init: Path, **kw: object) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def tuned_path(folder: Path, start_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = config(folder, tmp_path_factory.mktemp("tuned") / "tuned.safetensors", start_path, model=replace(TINY, name="tuned"))
+    cfg = config(folder, tmp_path_factory.mktemp("tuned") / "tuned.safetensors", start_path, model=TUNED)
     train(cfg)
     return cfg.out
 
@@ -98,8 +102,8 @@ def test_the_encoder_learns_latents_its_decoder_reproduces(folder: Path, start_p
 
 def test_a_resumed_run_matches_an_uninterrupted_one(folder: Path, start_path: Path, tuned_path: Path,
                                                      tmp_path: Path) -> None:
-    cfg = config(folder, tmp_path / "m.safetensors", start_path, model=replace(TINY, name="tuned"))
-    stop_and_resume(cfg, config(folder, cfg.out, start_path, resume=cfg.checkpoint, model=replace(TINY, name="tuned")), tuned_path)
+    cfg = config(folder, tmp_path / "m.safetensors", start_path, model=TUNED)
+    stop_and_resume(cfg, config(folder, cfg.out, start_path, resume=cfg.checkpoint, model=TUNED), tuned_path)
     with pytest.raises(DataError, match="another model"):
         train(config(folder, cfg.out, tuned_path, resume=cfg.checkpoint))
 

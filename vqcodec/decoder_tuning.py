@@ -41,10 +41,10 @@ from vqcodec.effort import EFFORT_BEAMS, check_effort, effort_for
 from vqcodec.errors import DataError
 from vqcodec.model import VQVAE, _from_rows, _to_rows
 from vqcodec.narrowing import narrow_decoder
-from vqcodec.widening import widen_decoder
 from vqcodec.step_loop import begin_log, run_steps
 from vqcodec.train import (QualityScores, TrainConfig, autocast, center_crop_to_stride, load_checkpoint, lr_at,
                            pick_device, psnr, truncate_log, write_log)
+from vqcodec.widening import widen_decoder
 from vqcodec.zoo import CodecModel, load_model, save_model
 
 
